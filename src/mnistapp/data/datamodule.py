@@ -1,0 +1,162 @@
+"""The MNIST DataModule: verified IDX files → uint8 tensors kept resident → batches by slicing."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import lightning as L
+import torch
+from torch import Tensor
+
+from mnistapp.data.sources import ensure_mnist
+
+
+class TensorBatchLoader:
+    """Batches by slicing resident tensors with a (shuffled) index: no per-image ``__getitem__``.
+
+    Each rank takes every ``world_size``-th index of one permutation shared by all ranks (same
+    seed), so shards are disjoint. Training shards are trimmed to equal length, as DDP needs the
+    same number of steps on every rank; evaluation shards keep every sample (metrics sync exactly).
+    """
+
+    def __init__(
+        self,
+        images: Tensor,
+        labels: Tensor,
+        batch_size: int,
+        shuffle: bool = False,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        equal_shards: bool = False,
+    ) -> None:
+        self.images, self.labels = images, labels
+        self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
+        self.rank, self.world_size, self.equal_shards = rank, world_size, equal_shards
+        self.epoch = 0
+
+    def _indices(self) -> Tensor:
+        n = len(self.labels)
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(self.seed + self.epoch)
+            order = torch.randperm(n, generator=generator)
+            self.epoch += 1
+        else:
+            order = torch.arange(n)
+        if self.equal_shards:
+            order = order[: n - n % self.world_size]
+        return order[self.rank :: self.world_size].to(self.labels.device)
+
+    def __len__(self) -> int:
+        n = len(self.labels)
+        n = n // self.world_size if self.equal_shards else len(range(self.rank, n, self.world_size))
+        return -(-n // self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        order = self._indices()
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start : start + self.batch_size]
+            yield self.images[idx], self.labels[idx]
+
+
+class MNISTDataModule(L.LightningDataModule):
+    """MNIST as tensors: 60k train (minus a seeded validation split) and the 10k test set.
+
+    Batches leave the loader as uint8 ``[B, 28, 28]`` and are normalised on the device they land on
+    (``on_after_batch_transfer``); on CUDA the whole uint8 dataset is moved to the GPU once.
+    """
+
+    def __init__(
+        self,
+        data_dir: str = "data",
+        batch_size: int = 64,
+        eval_batch_size: int = 1000,
+        val_size: int = 5000,
+        split_seed: int = 0,
+        seed: int = 42,
+        download: bool = True,
+        verify: bool = True,
+        mean: float = 0.1307,
+        std: float = 0.3081,
+        num_classes: int = 10,
+        channels: int = 1,
+        image_size: int = 28,
+    ) -> None:
+        super().__init__()
+        if batch_size < 1 or eval_batch_size < 1:
+            raise ValueError(f"data.batch_size must be >= 1, got {batch_size}/{eval_batch_size}")
+        if val_size < 0:
+            raise ValueError(f"data.val_size must be >= 0, got {val_size}")
+        if std <= 0:
+            raise ValueError(f"data.std must be > 0, got {std}")
+        self.save_hyperparameters(logger=False)
+        self.data: dict[str, tuple[Tensor, Tensor]] = {}
+
+    def prepare_data(self) -> None:
+        """Materialise the verified IDX files (once per node, before any rank reads them)."""
+        ensure_mnist(
+            self.hparams.data_dir, download=self.hparams.download, verify=self.hparams.verify
+        )
+
+    def setup(self, stage: str | None = None) -> None:
+        """Load the IDX files through torchvision's reader and split off the validation set."""
+        if self.data:
+            return
+        from torchvision.datasets import MNIST
+
+        root = self.hparams.data_dir
+        train, test = MNIST(root, train=True), MNIST(root, train=False)
+        size = self.hparams.image_size
+        if tuple(train.data.shape[1:]) != (size, size):
+            raise ValueError(f"images are {tuple(train.data.shape[1:])}, data.image_size={size}")
+        n_val = self.hparams.val_size
+        if not 0 <= n_val < len(train.targets):
+            raise ValueError(f"data.val_size={n_val} must be below the {len(train.targets)} images")
+        perm = torch.randperm(
+            len(train.targets), generator=torch.Generator().manual_seed(self.hparams.split_seed)
+        )
+        val_idx, train_idx = perm[:n_val], perm[n_val:]
+        device = self.trainer.strategy.root_device if self.trainer is not None else None
+        keep = device if device is not None and device.type == "cuda" else torch.device("cpu")
+        splits = {
+            "train": (train.data[train_idx], train.targets[train_idx]),
+            "val": (train.data[val_idx], train.targets[val_idx]),
+            "test": (test.data, test.targets),
+        }
+        self.data = {k: (x.to(keep), y.to(keep)) for k, (x, y) in splits.items()}
+
+    def _loader(self, split: str, train: bool = False) -> TensorBatchLoader:
+        trainer = self.trainer
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
+        images, labels = self.data[split]
+        return TensorBatchLoader(
+            images,
+            labels,
+            self.hparams.batch_size if train else self.hparams.eval_batch_size,
+            shuffle=train,
+            seed=self.hparams.seed,
+            rank=rank,
+            world_size=world,
+            equal_shards=train,
+        )
+
+    def train_dataloader(self) -> TensorBatchLoader:
+        return self._loader("train", train=True)
+
+    def val_dataloader(self) -> TensorBatchLoader:
+        return self._loader("val")
+
+    def test_dataloader(self) -> TensorBatchLoader:
+        return self._loader("test")
+
+    def predict_dataloader(self) -> TensorBatchLoader:
+        return self._loader("test")
+
+    def normalize(self, images: Tensor) -> Tensor:
+        """uint8 ``[B, H, W]`` → float ``[B, 1, H, W]`` standardised with the dataset mean/std."""
+        x = images.unsqueeze(1).float().div_(255.0)
+        return x.sub_(self.hparams.mean).div_(self.hparams.std)
+
+    def on_after_batch_transfer(self, batch: tuple[Tensor, Tensor], dataloader_idx: int):
+        images, labels = batch
+        return self.normalize(images), labels

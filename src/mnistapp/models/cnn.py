@@ -1,0 +1,49 @@
+"""The "deeper" CNN of the PyTorch study (99.05% with Adam, 99.2% with SGD + momentum)."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from mnistapp.models.base import (
+    ConvStack,
+    ZooModel,
+    check_io,
+    check_positive,
+    make_activation,
+    scaled,
+)
+
+
+class DeeperCNN(ZooModel):
+    """Conv3(32) Pool -> Conv3(64) -> Conv3(64) Pool -> Linear(100) -> Linear.
+
+    159,254 parameters on 28x28 (the flattened map is 64 x 4 x 4 = 1024). ``width`` is the first
+    conv's channel count; the next two convs get ``2 * width`` and the hidden layer ``dense``
+    units (None: 100 scaled by ``width / 32``).
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 10,
+        in_channels: int = 1,
+        image_size: int = 28,
+        width: int = 32,
+        dense: int | None = None,
+        activation: str = "relu",
+    ) -> None:
+        super().__init__()
+        check_io(num_classes, in_channels, image_size)
+        check_positive("width", width)
+        dense = scaled(100, width, 32) if dense is None else check_positive("dense", dense)
+        make_activation(activation)  # validate before building anything
+        stack = ConvStack(in_channels, image_size, f"DeeperCNN with image_size={image_size}")
+        stack.conv(width, 3, activation, where="conv1").pool(where="pool1")
+        stack.conv(2 * width, 3, activation, where="conv2")
+        stack.conv(2 * width, 3, activation, where="conv3").pool(where="pool2")
+        self.body = nn.Sequential(
+            *stack.layers,
+            nn.Flatten(),
+            nn.Linear(stack.flat_features, dense),
+            make_activation(activation),
+        )
+        self.head = nn.Linear(dense, num_classes)

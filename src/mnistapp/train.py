@@ -1,0 +1,113 @@
+"""Hydra entry point: compose ``conf/``, build the Lightning pair, fit, test the best checkpoint.
+
+torch and Lightning are imported inside :func:`train`, so ``--help`` and ``--cfg job`` stay fast.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from mnistapp.results import run_task
+
+log = logging.getLogger(__name__)
+
+RESULT_KEYS = (
+    "model",
+    "test/acc",
+    "test/f1",
+    "val/f1_best",
+    "params_total",
+    "params_trainable",
+    "epochs",
+    "epoch_time_s",
+    "best_ckpt",
+)
+
+
+def _choice(group: str) -> str | None:
+    from hydra.core.hydra_config import HydraConfig
+
+    return HydraConfig.get().runtime.choices.get(group) if HydraConfig.initialized() else None
+
+
+def _instantiate_all(nodes: DictConfig | None) -> list[Any]:
+    """Instantiate each ``_target_`` entry of a callbacks/logger group; ``null`` entries are off."""
+    from hydra.utils import instantiate
+
+    if not nodes:
+        return []
+    return [instantiate(node) for node in nodes.values() if node and "_target_" in node]
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Fit the configured model, test its best checkpoint and return the run's figures."""
+    import lightning as L
+    import torch
+    from hydra.utils import instantiate
+
+    from mnistapp.models import count_parameters
+    from mnistapp.module import Classifier
+
+    L.seed_everything(cfg.seed, workers=True)
+    if cfg.get("matmul_precision"):
+        torch.set_float32_matmul_precision(cfg.matmul_precision)
+
+    datamodule: L.LightningDataModule = instantiate(cfg.data)
+    net = instantiate(cfg.model)
+    trainable, total = count_parameters(net)
+    module = Classifier(
+        net,
+        optimizer=instantiate(cfg.optimizer),
+        scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
+        num_classes=cfg.data.num_classes,
+        net_config=OmegaConf.to_container(cfg.model, resolve=True),
+    )
+    trainer: L.Trainer = instantiate(
+        cfg.trainer,
+        callbacks=_instantiate_all(cfg.get("callbacks")),
+        logger=_instantiate_all(cfg.get("logger")) or False,
+    )
+    run_info = {"model": _choice("model"), "params_trainable": trainable, "params_total": total}
+    for logger in trainer.loggers:
+        logger.log_hyperparams({"config": OmegaConf.to_container(cfg, resolve=True), **run_info})
+
+    start = time.perf_counter()
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    fit_time = time.perf_counter() - start
+    epochs = trainer.current_epoch
+    record: dict[str, Any] = {
+        **run_info,
+        "epochs": epochs,
+        "fit_time_s": round(fit_time, 2),
+        "epoch_time_s": round(fit_time / max(epochs, 1), 2),
+    }
+    record.update(_scalars(trainer.callback_metrics))
+    checkpoint = trainer.checkpoint_callback
+    record["best_ckpt"] = checkpoint.best_model_path if checkpoint else None
+    if cfg.get("test"):
+        trainer.test(module, datamodule=datamodule, ckpt_path=record["best_ckpt"] or None)
+        record.update(_scalars(trainer.callback_metrics))
+        record.update(module.test_results)
+    return record
+
+
+def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
+    return {k: v.item() for k, v in sorted(metrics.items()) if v.numel() == 1}
+
+
+@hydra.main(version_base="1.3", config_path="pkg://mnistapp.conf", config_name="config")
+def main(cfg: DictConfig) -> float | None:
+    """``python train.py [overrides]``: returns ``val/f1_best`` for hyper-parameter sweepers."""
+    record = run_task(train, cfg, RESULT_KEYS)
+    value = record.get("val/f1_best")
+    return value if value is not None and math.isfinite(value) else None
+
+
+if __name__ == "__main__":
+    main()

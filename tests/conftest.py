@@ -1,0 +1,79 @@
+"""Shared fixtures: tiny but valid MNIST IDX files, and a runner for the real command line."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mnistapp.data.sources import idx_bytes
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def synthetic_digits(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Learnable 28x28 uint8 images: class k is a bright 6x6 block at its own place, plus noise."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % 10
+    rng.shuffle(labels)
+    images = rng.integers(0, 60, size=(n, 28, 28), dtype=np.uint8)
+    for i, k in enumerate(labels):
+        r, c = 2 + (k // 5) * 12, 2 + (k % 5) * 5
+        images[i, r : r + 6, c : c + 6] = rng.integers(200, 256, size=(6, 6), dtype=np.uint8)
+    return images, labels.astype(np.uint8)
+
+
+def write_idx_dataset(data_dir: Path, n_train: int = 600, n_test: int = 200) -> Path:
+    """Write the four IDX files under ``<data_dir>/MNIST/raw``; return ``data_dir``."""
+    raw = data_dir / "MNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    for prefix, n, seed in (("train", n_train, 0), ("t10k", n_test, 1)):
+        images, labels = synthetic_digits(n, seed)
+        (raw / f"{prefix}-images-idx3-ubyte").write_bytes(idx_bytes(images))
+        (raw / f"{prefix}-labels-idx1-ubyte").write_bytes(idx_bytes(labels))
+    return data_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data_dir with 600 train / 200 test synthetic digits in real IDX files."""
+    return write_idx_dataset(tmp_path_factory.mktemp("data"))
+
+
+def tiny_overrides(data_dir: Path, log_dir: Path) -> list[str]:
+    """Overrides that point a run at the tiny data, offline, on the CPU, quickly."""
+    return [
+        f"paths.data_dir={data_dir}",
+        f"paths.log_dir={log_dir}",
+        "data.download=false",
+        "data.verify=false",
+        "data.val_size=100",
+        "data.batch_size=32",
+        "data.eval_batch_size=100",
+        "trainer.accelerator=cpu",
+        "trainer.max_epochs=2",
+        "trainer.enable_model_summary=false",
+        "callbacks.progress_bar=null",
+    ]
+
+
+def run_cli(
+    script: str, *args: str, cwd: Path | None = None, timeout: int = 300, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python <script> args...`` from the repository like a user would."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "1", "WANDB_MODE": "offline"}
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / script), *args],
+        cwd=cwd or ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{script} {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
+    return proc

