@@ -89,9 +89,9 @@ def test_default_count_matches_docs(name: str) -> None:
         (LeNet5(), 44_426, 44_426),
         (BaselineCNN(), 1_199_882, 1_199_882),  # the Keras MNIST example
         (Conv10k(), 8_580, 8_640),
-        (TinyCNN(growth=1.0), 841, 841),
+        (TinyCNN(), 841, 841),
     ],
-    ids=["mlp", "lenet", "baseline_cnn", "conv_10k", "tiny_cnn_4ch"],
+    ids=["mlp", "lenet", "baseline_cnn", "conv_10k", "tiny_cnn"],
 )
 def test_published_exact_counts(model: nn.Module, trainable: int, total: int) -> None:
     assert count_parameters(model) == (trainable, total)
