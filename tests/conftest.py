@@ -61,19 +61,71 @@ def tiny_overrides(data_dir: Path, log_dir: Path) -> list[str]:
     ]
 
 
-def run_cli(
-    script: str, *args: str, cwd: Path | None = None, timeout: int = 300, check: bool = True
+def _run_python(
+    argv: list[str], timeout: int, check: bool, env: dict[str, str] | None
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``python <script> args...`` from the repository like a user would."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "1", "WANDB_MODE": "offline"}
+    full_env = {
+        **os.environ,
+        "PYTHONUNBUFFERED": "1",
+        "HYDRA_FULL_ERROR": "1",
+        "WANDB_MODE": "offline",
+        **(env or {}),
+    }
     proc = subprocess.run(
-        [sys.executable, str(ROOT / script), *args],
-        cwd=cwd or ROOT,
-        env=env,
+        [sys.executable, *argv],
+        cwd=ROOT,
+        env=full_env,
         capture_output=True,
         text=True,
         timeout=timeout,
     )
     if check and proc.returncode != 0:
-        raise AssertionError(f"{script} {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
+        raise AssertionError(f"{' '.join(argv)} failed:\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+def run_cli(
+    script: str,
+    *args: str,
+    timeout: int = 300,
+    check: bool = True,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python <script> args...`` from the repository like a user would (``env`` added)."""
+    return _run_python([str(ROOT / script), *args], timeout, check, env)
+
+
+def run_module(
+    module: str, *args: str, timeout: int = 300, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m <module> args...`` from the repository."""
+    return _run_python(["-m", module, *args], timeout, check, None)
+
+
+def train_tiny(data_dir: Path, log_dir: Path, *extra: str) -> Path:
+    """Train the tiny LeNet with ``train.py``; return its run directory."""
+    run_cli("train.py", *tiny_overrides(data_dir, log_dir), *extra)
+    (metrics,) = log_dir.glob("*/*/metrics.json")
+    return metrics.parent
+
+
+@pytest.fixture(scope="session")
+def trained_run(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One tiny LeNet run (2 epochs, figures on), shared by the eval/predict/export tests."""
+    return train_tiny(tiny_data, tmp_path_factory.mktemp("train"))
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def assert_png(path: Path, min_kb: float = 8) -> None:
+    """``path`` is a PNG of at least ``min_kb`` KB that PIL decodes."""
+    from PIL import Image
+
+    data = path.read_bytes()
+    assert data.startswith(PNG_SIGNATURE), path
+    assert len(data) > min_kb * 1024, (path, len(data))
+    with Image.open(path) as image:
+        image.verify()
+    with Image.open(path) as image:
+        assert image.width > 300 and image.height > 150, image.size

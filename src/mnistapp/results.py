@@ -34,7 +34,9 @@ def read_metrics(run_dir: str | Path) -> dict[str, Any]:
 
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
-        return "nan" if math.isnan(value) else f"{value:.4g}"
+        if math.isnan(value):
+            return "nan"
+        return f"{value:.4f}" if abs(value) <= 1 else f"{value:.2f}"
     if isinstance(value, int):
         return f"{value:,}"
     return str(value)
@@ -74,6 +76,7 @@ def run_task(
     """
     run_dir = Path(cfg.paths.output_dir)
     start = time.perf_counter()
+    _one_console()
     try:
         record = {"status": "ok", **task(cfg)}
     except Exception as err:
@@ -87,6 +90,17 @@ def run_task(
         table = {k: record.get(k) for k in summary_keys} | {"run dir": str(run_dir)}
         print(format_table(f"{cfg.get('task_name', 'run')} result", table), flush=True)
     return record
+
+
+def _one_console() -> None:
+    """Print Lightning's messages once, through Hydra's console and ``train.log`` handlers.
+
+    ``import lightning`` gives the ``lightning`` logger a console handler of its own while it still
+    propagates to the root logger that Hydra configured, so every line appeared twice.
+    """
+    import lightning  # noqa: F401  (the import adds the handler we remove)
+
+    logging.getLogger("lightning").handlers.clear()
 
 
 def _save(run_dir: Path, record: dict[str, Any], start: float) -> None:

@@ -42,7 +42,9 @@ def _instantiate_all(nodes: DictConfig | None) -> list[Any]:
 
     if not nodes:
         return []
-    return [instantiate(node) for node in nodes.values() if node and "_target_" in node]
+    objects = [instantiate(node) for node in nodes.values() if node and "_target_" in node]
+    # a factory may return None to opt out (the W&B logger when W&B is unavailable)
+    return [obj for obj in objects if obj is not None]
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -91,7 +93,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     checkpoint = trainer.checkpoint_callback
     record["best_ckpt"] = checkpoint.best_model_path if checkpoint else None
     if cfg.get("test"):
-        trainer.test(module, datamodule=datamodule, ckpt_path=record["best_ckpt"] or None)
+        # verbose=False: the run's own result table follows
+        trainer.test(
+            module, datamodule=datamodule, ckpt_path=record["best_ckpt"] or None, verbose=False
+        )
         record.update(_scalars(trainer.callback_metrics))
         record.update(module.test_results)
     return record
@@ -104,7 +109,15 @@ def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
 @hydra.main(version_base="1.3", config_path="pkg://mnistapp.conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
     """``python train.py [overrides]``: returns ``val/f1_best`` for hyper-parameter sweepers."""
-    record = run_task(train, cfg, RESULT_KEYS)
+    from mnistapp.tracking import finish_runs
+
+    ok = False
+    try:
+        record = run_task(train, cfg, RESULT_KEYS)
+        ok = record["status"] == "ok"
+    finally:
+        # Multirun jobs share this process: each job must close its own W&B run.
+        finish_runs(exit_code=0 if ok else 1)
     value = record.get("val/f1_best")
     return value if value is not None and math.isfinite(value) else None
 

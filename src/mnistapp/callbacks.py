@@ -1,0 +1,140 @@
+"""Lightning callbacks of the app: :class:`FigureWriter` writes the run's PNG figures."""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import CSVLogger
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+
+class FigureWriter(Callback):
+    """Write the figures of docs/EVALUATION.md into ``output_dir``, on rank 0 only.
+
+    At the end of fitting: ``curves.png`` and ``kernels.png``. At the end of testing:
+    ``confusion.png``, ``failures.png`` and, with ``tsne``, ``tsne.png`` (penultimate features of
+    ``tsne_samples`` test digits for a freshly initialised copy and the trained model), plus the
+    fit figures when no fit ran before (``eval.py``). Curves come from ``history_csv`` or else the
+    trainer's CSVLogger. A figure that fails is logged and skipped: it must not cost the run.
+    """
+
+    def __init__(
+        self,
+        output_dir: str | Path,
+        enabled: bool = True,
+        tsne: bool = False,
+        tsne_samples: int = 1500,
+        history_csv: str | Path | None = None,
+    ) -> None:
+        self.output_dir = Path(output_dir)
+        self.enabled, self.tsne, self.tsne_samples = enabled, tsne, tsne_samples
+        self.history_csv = Path(history_csv) if history_csv else None
+        self.fitted = False
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.enabled and trainer.is_global_zero:
+            self._write("curves", lambda: self._curves(trainer))
+            self._write("kernels", lambda: self._kernels(pl_module))
+        self.fitted = True
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not (self.enabled and trainer.is_global_zero):
+            return
+        from mnistapp import plots
+
+        if not self.fitted:
+            self._write("curves", lambda: self._curves(trainer))
+            self._write("kernels", lambda: self._kernels(pl_module))
+        results = getattr(pl_module, "test_results", {})
+        if "test/confusion" in results:
+            self._write("confusion", lambda: plots.confusion_figure(results["test/confusion"]))
+        if hasattr(pl_module, "test_failures"):
+            # {} when every test digit was right: the figure then says so
+            wrong = [pl_module.test_failures.get(k, []) for k in ("images", "targets", "preds")]
+            self._write("failures", lambda: plots.failures_figure(*wrong))
+        if self.tsne:
+            self._write("tsne", lambda: self._tsne(trainer, pl_module))
+
+    # --- the figures -----------------------------------------------------------------------
+
+    def _write(self, name: str, make: Callable[[], Any]) -> None:
+        from mnistapp.plots import save_figure
+
+        try:
+            fig = make()
+            if fig is not None:
+                path = save_figure(fig, self.output_dir / f"{name}.png")
+                log.info("Wrote %s", path)
+        except Exception:
+            log.warning("Could not write %s.png", name, exc_info=True)
+
+    def _curves(self, trainer: L.Trainer) -> Any:
+        from mnistapp.plots import curves_figure, read_history
+
+        path = self.history_csv
+        for logger in trainer.loggers:
+            if path is None and isinstance(logger, CSVLogger):
+                logger.save()  # flush: Lightning finalises loggers only after on_fit_end
+                path = Path(logger.experiment.metrics_file_path)
+        if path is None or not path.is_file():
+            log.info("No CSV metrics to plot training curves from; skipping curves.png")
+            return None
+        return curves_figure(read_history(path))
+
+    def _kernels(self, pl_module: L.LightningModule) -> Any:
+        from mnistapp.plots import kernels_figure
+
+        conv = getattr(getattr(pl_module, "net", None), "first_conv", None)
+        if conv is None:
+            return None  # a conv-free model (MLP) has no kernels to show
+        return kernels_figure(conv.weight.detach().float().cpu().numpy())
+
+    def _tsne(self, trainer: L.Trainer, pl_module: L.LightningModule) -> Any:
+        from mnistapp.plots import tsne_embedding, tsne_figure
+
+        net = getattr(pl_module, "net", None)
+        datamodule = trainer.datamodule
+        if net is None or not hasattr(net, "features") or not hasattr(datamodule, "normalize"):
+            log.info("t-SNE needs a zoo model and the MNIST DataModule; skipping tsne.png")
+            return None
+        images, labels = [], []
+        for x, y in datamodule.test_dataloader():
+            images.append(x)
+            labels.append(y)
+            if sum(map(len, labels)) >= self.tsne_samples:
+                break
+        x = datamodule.normalize(torch.cat(images)[: self.tsne_samples]).to(pl_module.device)
+        y = torch.cat(labels)[: self.tsne_samples].cpu().numpy()
+        panels = {}
+        for title, model in (("freshly initialised", _fresh_copy(net)), ("trained", net)):
+            panels[title] = (tsne_embedding(_features(model, x)), y)
+        return tsne_figure(panels)
+
+
+def _fresh_copy(net: nn.Module) -> nn.Module:
+    """The same architecture with newly initialised weights (seeded; global RNG untouched)."""
+    fresh = copy.deepcopy(net)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        for module in fresh.modules():
+            if hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+    return fresh
+
+
+@torch.inference_mode()
+def _features(net: nn.Module, x: torch.Tensor, batch_size: int = 500) -> Any:
+    was_training = net.training
+    net.eval()
+    features = torch.cat([net.features(chunk).float().cpu() for chunk in x.split(batch_size)])
+    net.train(was_training)
+    return features.numpy()

@@ -1,0 +1,176 @@
+"""Safe checkpoint loading: tensors and plain containers only, models rebuilt only from the zoo.
+
+A checkpoint is a pickle, and unpickling can call any function. ``torch.load(weights_only=True)``
+admits only tensors and primitive containers, which is all our Lightning checkpoints hold (no
+allow-list is needed). The saved model config is not handed to ``hydra.utils.instantiate``
+either, since its ``_target_`` could name any callable: only classes of ``mnistapp.models`` are
+built, from plain keyword values.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from mnistapp import models
+from mnistapp.module import Classifier
+
+log = logging.getLogger(__name__)
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, not a checkpoint, unsafe, or does not fit the requested model."""
+
+
+@dataclass
+class Restored:
+    """A classifier rebuilt from a checkpoint, with the data settings it was trained with."""
+
+    module: Classifier
+    path: Path
+    net_config: dict[str, Any]
+    data_hparams: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def model_name(self) -> str:
+        """The model's class name, e.g. ``LeNet5``."""
+        return type(self.module.net).__name__
+
+    @property
+    def normalization(self) -> dict[str, float]:
+        """The ``mean``/``std`` the model was trained with (MNIST's when not recorded)."""
+        return {k: self.data_hparams[k] for k in ("mean", "std") if k in self.data_hparams}
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 ``[B, H, W]`` → model input ``[B, 1, H, W]``, exactly as in training."""
+        from mnistapp.data import MNISTDataModule
+
+        return MNISTDataModule(**self.normalization).normalize(images)
+
+
+def _describe(err: BaseException) -> str:
+    """``Type: first line of the message``, for one-line errors."""
+    lines = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__
+
+
+def load_checkpoint(path: str | Path | None) -> dict[str, Any]:
+    """Load a Lightning checkpoint onto the CPU without running any code stored in it."""
+    if not path:
+        raise CheckpointError("no checkpoint given: add ckpt_path=<file>")
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint file at {path}")
+    with open(path, "rb") as f:
+        head = f.read(2)
+    # torch.save writes a zip archive (before torch 1.6: a pickle, which opens with PROTO 0x80)
+    if not head.startswith((b"PK", b"\x80")):
+        raise CheckpointError(f"{path} is not a PyTorch checkpoint (neither zip nor pickle)")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        # weights_only stops at the first global outside its allow-list, before calling it
+        if "Weights only load failed" in str(err):
+            unsafe = re.search(r"GLOBAL ([\w.]+)", str(err))
+            what = f"would call {unsafe.group(1)}" if unsafe else "uses pickle beyond plain data"
+            raise CheckpointError(
+                f"refusing to load {path}: it {what}, and a checkpoint may hold only tensors "
+                "and plain values"
+            ) from None
+        raise CheckpointError(f"{path} is not a PyTorch checkpoint ({_describe(err)})") from None
+    except Exception as err:
+        raise CheckpointError(f"{path} is not a PyTorch checkpoint ({_describe(err)})") from None
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), Mapping):
+        raise CheckpointError(f"{path} is not a Lightning checkpoint (it has no state_dict)")
+    return checkpoint
+
+
+def build_net(net_config: Mapping[str, Any]) -> nn.Module:
+    """Build a zoo model from its saved config, refusing any ``_target_`` outside the zoo."""
+    target = str(net_config.get("_target_", ""))
+    package, _, name = target.rpartition(".")
+    cls = getattr(models, name, None) if package.startswith("mnistapp.models") else None
+    if not (name in models.__all__ and isinstance(cls, type) and issubclass(cls, nn.Module)):
+        raise CheckpointError(f"the saved model config names {target!r}, not a mnistapp model")
+    kwargs = {k: v for k, v in net_config.items() if k != "_target_"}
+    # Hydra's special keys (_partial_, _args_, ...) would make this more than a constructor call.
+    if any(k.startswith("_") for k in kwargs):
+        raise CheckpointError(f"the saved model config has unexpected keys: {sorted(kwargs)}")
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"the saved model config does not build {name}: {err}") from None
+
+
+def _mismatch(own: Mapping[str, torch.Tensor], saved: Mapping[str, Any]) -> str | None:
+    """One line describing how ``saved`` weights fail to fit ``own``, or None if they fit."""
+    missing = sorted(own.keys() - saved.keys())
+    unexpected = sorted(saved.keys() - own.keys())
+    shapes = [
+        f"{k} is {'x'.join(map(str, saved[k].shape))} in the checkpoint, "
+        f"{'x'.join(map(str, own[k].shape))} in the model"
+        for k in sorted(own.keys() & saved.keys())
+        if tuple(own[k].shape) != tuple(getattr(saved[k], "shape", ()))
+    ]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing weights (e.g. {missing[0]})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected weights (e.g. {unexpected[0]})")
+    if shapes:
+        problems.append(f"{len(shapes)} shape mismatches (e.g. {shapes[0]})")
+    return "; ".join(problems) or None
+
+
+def restore(path: str | Path | None, model_config: Mapping[str, Any] | None = None) -> Restored:
+    """Rebuild the checkpoint's classifier in eval mode.
+
+    The architecture comes from the checkpoint's saved ``net_config``. ``model_config`` (the
+    ``model=`` group the user named) is an assertion: it is built instead, and a checkpoint of
+    another architecture or size is a :class:`CheckpointError`.
+    """
+    checkpoint = load_checkpoint(path)
+    path = Path(path).expanduser()
+    hparams = checkpoint.get("hyper_parameters") or {}
+    saved_config = hparams.get("net_config")
+    saved_target = (saved_config or {}).get("_target_")
+    if model_config is not None:
+        from hydra.utils import instantiate
+        from omegaconf import DictConfig, OmegaConf
+
+        if isinstance(model_config, DictConfig):
+            model_config = OmegaConf.to_container(model_config, resolve=True)
+        wanted = model_config.get("_target_")
+        if saved_target and saved_target != wanted:
+            raise CheckpointError(
+                f"{path} holds a {saved_target.rpartition('.')[2]}, not the requested "
+                f"{str(wanted).rpartition('.')[2]} (leave out model= to use the checkpoint's)"
+            )
+        try:
+            net, net_config = instantiate(model_config), dict(model_config)
+        except Exception as err:  # Hydra wraps the model's ValueError in its own error
+            raise CheckpointError(
+                f"model= does not build: {_describe(err.__cause__ or err)}"
+            ) from None
+    elif saved_config:
+        net, net_config = build_net(saved_config), dict(saved_config)
+    else:
+        raise CheckpointError(f"{path} records no model config: name it, e.g. model=lenet")
+
+    module = Classifier(net, num_classes=hparams.get("num_classes", 10), net_config=net_config)
+    problem = _mismatch(module.state_dict(), checkpoint["state_dict"])
+    if problem:
+        raise CheckpointError(f"{path} does not fit {type(net).__name__}: {problem}")
+    module.load_state_dict(checkpoint["state_dict"])
+    module.eval()
+    data_hparams = dict(checkpoint.get("datamodule_hyper_parameters") or {})
+    log.info("Restored %s from %s", type(net).__name__, path)
+    return Restored(module, path, net_config, data_hparams)

@@ -1,0 +1,81 @@
+"""``python eval.py ckpt_path=<file>``: test a checkpoint on the MNIST test set, with figures.
+
+The architecture is rebuilt from the checkpoint (``model=`` only asserts it), the test set is run
+by Lightning's ``Trainer.test`` and the record (accuracy, macro F1, per-class F1, confusion
+matrix) goes to ``metrics.json`` in the run directory, next to the figures.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+import hydra
+from omegaconf import DictConfig
+
+from mnistapp.results import run_task
+
+if TYPE_CHECKING:
+    from mnistapp.checkpoints import Restored
+
+log = logging.getLogger(__name__)
+
+RESULT_KEYS = ("model", "test/acc", "test/f1", "test/loss", "params_total", "ckpt_path")
+
+
+def evaluate(cfg: DictConfig, restored: Restored) -> dict[str, Any]:
+    """Test ``restored`` on the configured data; return the run record."""
+    import lightning as L
+    import torch
+    from hydra.utils import instantiate
+
+    from mnistapp.callbacks import FigureWriter
+    from mnistapp.models import count_parameters
+
+    L.seed_everything(cfg.seed, workers=True)
+    if cfg.get("matmul_precision"):
+        torch.set_float32_matmul_precision(cfg.matmul_precision)
+    # Normalise as in training, whatever data.mean/std say now.
+    datamodule: L.LightningDataModule = instantiate(cfg.data, **restored.normalization)
+    callbacks = []
+    if cfg.plots.enabled:
+        # the training run's per-epoch metrics, when the checkpoint still sits in its run dir
+        history = restored.path.parent.parent / "csv" / "metrics.csv"
+        callbacks.append(
+            FigureWriter(
+                cfg.paths.output_dir,
+                tsne=cfg.plots.tsne,
+                tsne_samples=cfg.plots.tsne_samples,
+                history_csv=history if history.is_file() else None,
+            )
+        )
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=False)
+    module = restored.module
+    trainer.test(module, datamodule=datamodule)
+    trainable, total = count_parameters(module.net)
+    return {
+        "model": restored.model_name,
+        "ckpt_path": str(restored.path),
+        "params_trainable": trainable,
+        "params_total": total,
+        **{k: v.item() for k, v in sorted(trainer.callback_metrics.items()) if v.numel() == 1},
+        **module.test_results,
+    }
+
+
+@hydra.main(version_base="1.3", config_path="pkg://mnistapp.conf", config_name="eval")
+def main(cfg: DictConfig) -> None:
+    """``python eval.py ckpt_path=<file> [model=<name>] [data/trainer overrides]``."""
+    from mnistapp.checkpoints import CheckpointError, restore
+
+    try:
+        restored = restore(cfg.get("ckpt_path"), cfg.get("model"))
+    except CheckpointError as err:
+        # a user's mistake, not a bug: one line and a non-zero exit, no traceback
+        raise SystemExit(f"eval: error: {err}") from None
+    run_task(partial(evaluate, restored=restored), cfg, RESULT_KEYS)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,209 @@
+"""Weights & Biases that never blocks training: a guarded WandbLogger factory and a media callback.
+
+``conf/logger/wandb.yaml`` builds the logger through :func:`wandb_logger`, which starts the run
+itself (instead of letting Lightning do it lazily mid-training) so that any W&B failure becomes a
+warning and ``None``: training goes on with the other loggers. See ``docs/WANDB.md``.
+"""
+
+from __future__ import annotations
+
+import logging
+import netrc
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import lightning as L
+from lightning.pytorch.loggers import WandbLogger
+
+from mnistapp.results import is_multirun, is_rank_zero
+
+if TYPE_CHECKING:
+    from wandb.sdk.wandb_run import Run
+
+log = logging.getLogger(__name__)
+
+# Hosts `wandb login` writes to ~/.netrc: the classic API host and wandb>=0.31's default one.
+DEFAULT_HOSTS = ("api.wandb.ai", "api.forge.coreweave.com")
+OFFLINE_MODES = ("offline", "dryrun")
+
+# Runs started by wandb_logger() in this process and not yet finished (see finish_runs).
+_active_runs: list[Run] = []
+
+
+def logged_in() -> bool:
+    """True if W&B has credentials: an API key or token file in the environment, or netrc.
+
+    Only looks; never prompts, never touches the network.
+    """
+    if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_IDENTITY_TOKEN_FILE"):
+        return True
+    base_url = os.environ.get("WANDB_BASE_URL")
+    hosts = (urlsplit(base_url).netloc,) if base_url else DEFAULT_HOSTS
+    path = Path(os.environ.get("NETRC") or "~/.netrc").expanduser()
+    try:
+        entries = netrc.netrc(path)
+    except (OSError, netrc.NetrcParseError):
+        return False
+    return any((auth := entries.authenticators(host)) and auth[2] for host in hosts)
+
+
+def resolve_mode(configured: str | None = None) -> str:
+    """The W&B mode for this run: ``WANDB_MODE`` if set, else ``configured``, else automatic.
+
+    Automatic is ``online`` when :func:`logged_in`, else ``offline`` (upload later with
+    ``wandb sync``), so W&B never asks for a key interactively.
+    """
+    mode = os.environ.get("WANDB_MODE") or configured
+    if mode:
+        return mode
+    return "online" if logged_in() else "offline"
+
+
+def sweep_group_and_name() -> tuple[str | None, str | None]:
+    """In a Hydra multirun: a group shared by the sweep's jobs and this job's overrides as name."""
+    if not is_multirun():
+        return None, None
+    from hydra.core.hydra_config import HydraConfig
+
+    hydra_cfg = HydraConfig.get()
+    group = "_".join(Path(hydra_cfg.sweep.dir).parts[-2:])  # e.g. 2024-05-01_12-00-00
+    return group, hydra_cfg.job.override_dirname or f"job{hydra_cfg.job.num}"
+
+
+def wandb_logger(
+    project: str = "mnistapp",
+    entity: str | None = None,
+    group: str | None = None,
+    name: str | None = None,
+    tags: Sequence[str] = (),
+    notes: str | None = None,
+    save_dir: str = ".",
+    mode: str | None = None,
+    log_model: bool | str = False,
+    init_timeout: float = 30.0,
+    finish_timeout: float = 60.0,
+) -> WandbLogger | None:
+    """Start a W&B run and wrap it in Lightning's WandbLogger; ``None`` if W&B is unavailable.
+
+    Only rank 0 logs under DDP (other ranks get ``None``). A run that cannot go online falls back
+    to offline; if even that fails, the failure is logged as a warning and training goes on.
+    """
+    if not is_rank_zero():
+        return None
+    mode = resolve_mode(mode)
+    if mode == "disabled":
+        log.info("W&B is disabled (mode=disabled)")
+        return None
+    if mode not in OFFLINE_MODES and not logged_in():
+        # wandb.init would ask for an API key interactively: never block training on a prompt.
+        log.warning("W&B: mode=%s but not logged in (run `wandb login`); logging offline", mode)
+        mode = "offline"
+    sweep_group, sweep_name = sweep_group_and_name()
+    init_args = {
+        "project": project,
+        "entity": entity,
+        "group": group or sweep_group,
+        "name": name or sweep_name,
+        "tags": list(tags or ()),
+        "notes": notes,
+        "dir": save_dir,
+    }
+    Path(save_dir).mkdir(parents=True, exist_ok=True)
+    run = _start_run(mode, init_args, init_timeout, finish_timeout)
+    if run is None and mode not in OFFLINE_MODES:
+        log.warning("W&B: could not go online; logging offline instead")
+        run = _start_run("offline", init_args, init_timeout, finish_timeout)
+    if run is None:
+        log.warning("W&B logging is off for this run; the other loggers still record the metrics")
+        return None
+    _active_runs.append(run)
+    run.summary["output_dir"] = str(Path(save_dir).resolve())
+    # Lightning defines the same x-axis when it starts a run itself.
+    run.define_metric("trainer/global_step")
+    run.define_metric("*", step_metric="trainer/global_step", step_sync=True)
+    if run.offline:
+        log.info("W&B run is offline; upload it later with: wandb sync %s", Path(run.dir).parent)
+    return WandbLogger(experiment=run, project=project, save_dir=save_dir, log_model=log_model)
+
+
+def _start_run(
+    mode: str, init_args: dict[str, Any], init_timeout: float, finish_timeout: float
+) -> Run | None:
+    """``wandb.init`` that returns ``None`` (with a warning) instead of raising."""
+    try:
+        import wandb
+
+        # The process-wide settings follow the run's mode, so an offline run stays off the
+        # network entirely (wandb's own telemetry reads the global settings, not the run's).
+        wandb.setup(settings=wandb.Settings(mode=mode))
+        return wandb.init(
+            **init_args,
+            mode=mode,
+            # A run left over from an earlier job in this process must not be reused.
+            reinit="finish_previous",
+            settings=wandb.Settings(init_timeout=init_timeout, finish_timeout=finish_timeout),
+        )
+    except Exception as err:  # any W&B failure must not stop training
+        reason = (str(err).splitlines() or [""])[0]  # wandb appends advice for its own API
+        log.warning("W&B: could not start the run (mode=%s): %s", mode, reason or repr(err))
+        return None
+
+
+def finish_runs(exit_code: int = 0) -> None:
+    """Finish the W&B runs this process started (call at the end of every job).
+
+    Hydra runs multirun jobs one after another in the same process: without this, the next job
+    would log into the previous job's run.
+    """
+    while _active_runs:
+        run = _active_runs.pop()
+        try:
+            run.finish(exit_code=exit_code)
+        except Exception as err:
+            log.warning("W&B: could not finish run %s: %s", run.id, err)
+
+
+class WandbMedia(L.Callback):
+    """After testing, log the confusion matrix, misclassified digits and per-class F1 to W&B.
+
+    Does nothing unless a :class:`WandbLogger` is attached; a failure is only a warning.
+    """
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        loggers = [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)]
+        if not loggers or not trainer.is_global_zero:
+            return
+        try:
+            self._log(loggers, trainer.global_step, pl_module)
+        except Exception as err:
+            log.warning("W&B: could not log the test media: %s: %s", type(err).__name__, err)
+
+    @staticmethod
+    def _log(loggers: list[WandbLogger], step: int, pl_module: L.LightningModule) -> None:
+        import matplotlib.pyplot as plt
+
+        from mnistapp.plots import confusion_figure, failures_figure
+
+        results = getattr(pl_module, "test_results", {})
+        failures = getattr(pl_module, "test_failures", {})
+        figures = {}
+        if "test/confusion" in results:
+            figures["test/confusion_matrix"] = confusion_figure(results["test/confusion"])
+        if failures:
+            figures["test/failures"] = failures_figure(
+                failures["images"], failures["targets"], failures["preds"]
+            )
+        f1 = results.get("test/f1_per_class", [])
+        try:
+            for logger in loggers:
+                for key, figure in figures.items():
+                    logger.log_image(key, [figure], step=step)
+                if f1:
+                    rows = [[digit, value] for digit, value in enumerate(f1)]
+                    logger.log_table("test/f1_per_class", ["class", "f1"], rows, step=step)
+        finally:
+            for figure in figures.values():
+                plt.close(figure)
