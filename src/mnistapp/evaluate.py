@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import hydra
 from omegaconf import DictConfig
 
-from mnistapp.results import run_task
+from mnistapp.results import run_task, user_errors
 
 if TYPE_CHECKING:
     from mnistapp.checkpoints import Restored
@@ -69,11 +69,8 @@ def main(cfg: DictConfig) -> None:
     """``python eval.py ckpt_path=<file> [model=<name>] [data/trainer overrides]``."""
     from mnistapp.checkpoints import CheckpointError, restore
 
-    try:
+    with user_errors("eval", CheckpointError):
         restored = restore(cfg.get("ckpt_path"), cfg.get("model"))
-    except CheckpointError as err:
-        # a user's mistake, not a bug: one line and a non-zero exit, no traceback
-        raise SystemExit(f"eval: error: {err}") from None
     run_task(partial(evaluate, restored=restored), cfg, RESULT_KEYS)
 
 

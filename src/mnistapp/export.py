@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import hydra
 from omegaconf import DictConfig
 
-from mnistapp.results import run_task
+from mnistapp.results import run_task, user_errors
 
 if TYPE_CHECKING:
     import torch
@@ -152,11 +152,8 @@ def main(cfg: DictConfig) -> None:
         raise SystemExit(
             f"export: error: format must be one of {sorted(FORMATS)}, not {cfg.format}"
         )
-    try:
+    with user_errors("export", CheckpointError):
         restored = restore(cfg.get("ckpt_path"), cfg.get("model"))
-    except CheckpointError as err:
-        # a user's mistake, not a bug: one line and a non-zero exit, no traceback
-        raise SystemExit(f"export: error: {err}") from None
     run_task(partial(export, restored=restored), cfg, RESULT_KEYS)
 
 

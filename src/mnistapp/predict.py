@@ -24,7 +24,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from mnistapp.files import atomic_write
-from mnistapp.results import run_task
+from mnistapp.results import run_task, user_errors
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -216,7 +216,7 @@ def main(cfg: DictConfig) -> None:
     from mnistapp.checkpoints import CheckpointError, restore
 
     skipped: dict[str, str] = {}
-    try:
+    with user_errors("predict", CheckpointError, InputError):
         restored = restore(cfg.get("ckpt_path"), cfg.get("model"))
         if not cfg.get("inputs"):
             raise InputError("no inputs given: add inputs=<file|dir|glob>")
@@ -224,9 +224,6 @@ def main(cfg: DictConfig) -> None:
         named = list(iter_digits(paths, skipped))
         if not named:
             raise InputError(f"no digits could be read from inputs={cfg.inputs}")
-    except (CheckpointError, InputError) as err:
-        # a user's mistake, not a bug: one line and a non-zero exit, no traceback
-        raise SystemExit(f"predict: error: {err}") from None
     run_task(partial(predict, restored=restored, named=named, skipped=skipped), cfg, RESULT_KEYS)
 
 

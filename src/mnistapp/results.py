@@ -7,7 +7,8 @@ import logging
 import math
 import time
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,15 @@ def format_table(title: str, rows: Mapping[str, Any]) -> str:
     lines = [f"── {title} " + "─" * max(0, 44 - len(title))]
     lines += [f"  {key:<{width}}  {_fmt(value)}" for key, value in shown.items()]
     return "\n".join(lines)
+
+
+@contextmanager
+def user_errors(prog: str, *errors: type[Exception]) -> Iterator[None]:
+    """Turn ``errors`` (a user's mistake, not a bug) into one line on stderr and exit status 1."""
+    try:
+        yield
+    except errors as err:
+        raise SystemExit(f"{prog}: error: {err}") from None
 
 
 def is_rank_zero() -> bool:
