@@ -52,7 +52,7 @@ def evaluate(cfg: DictConfig, restored: Restored) -> dict[str, Any]:
         )
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=False)
     module = restored.module
-    trainer.test(module, datamodule=datamodule)
+    trainer.test(module, datamodule=datamodule, verbose=False)  # our result table follows
     trainable, total = count_parameters(module.net)
     return {
         "model": restored.model_name,
