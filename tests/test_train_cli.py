@@ -114,3 +114,19 @@ def test_ddp_cpu_two_processes(tiny_data: Path, tmp_path: Path) -> None:
     assert metrics["status"] == "ok" and metrics["test/acc"] > 0.5
     # both ranks' test shards are counted: the confusion matrix covers all 200 test images
     assert sum(map(sum, metrics["test/confusion"])) == 200
+
+
+def test_runs_without_any_logger_and_overfit_preset(tiny_data: Path, tmp_path: Path) -> None:
+    # W&B switched off leaves the trainer logger-less: the LR monitor must not abort the run
+    run_cli(
+        "train.py",
+        *tiny_overrides(tiny_data, tmp_path),
+        "logger=wandb",
+        env={"WANDB_MODE": "disabled"},
+    )
+    assert json.loads((_single_run_dir(tmp_path) / "metrics.json").read_text())["status"] == "ok"
+    # overfit_batches: the same batches every epoch, so training loss falls well below the start
+    out = tmp_path / "overfit"
+    run_cli("train.py", *tiny_overrides(tiny_data, out), "debug=overfit", "trainer.max_epochs=10")
+    metrics = json.loads((_single_run_dir(out) / "metrics.json").read_text())
+    assert metrics["status"] == "ok" and metrics["train/loss"] < 0.5

@@ -88,10 +88,6 @@ class Classifier(L.LightningModule):
         self.log_dict(values, prog_bar=True)
         return values
 
-    def on_train_start(self) -> None:
-        # The sanity check must not count towards the best validation F1.
-        self.val_f1_best.reset()
-
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         return self._step(batch, "train")[0]
 

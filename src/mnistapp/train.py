@@ -52,6 +52,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     import lightning as L
     import torch
     from hydra.utils import instantiate
+    from lightning.pytorch.callbacks import LearningRateMonitor
 
     from mnistapp.models import count_parameters
     from mnistapp.module import Classifier
@@ -70,11 +71,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         num_classes=cfg.data.num_classes,
         net_config=OmegaConf.to_container(cfg.model, resolve=True),
     )
-    trainer: L.Trainer = instantiate(
-        cfg.trainer,
-        callbacks=_instantiate_all(cfg.get("callbacks")),
-        logger=_instantiate_all(cfg.get("logger")) or False,
-    )
+    loggers = _instantiate_all(cfg.get("logger"))
+    callbacks = _instantiate_all(cfg.get("callbacks"))
+    if not loggers:
+        # LearningRateMonitor refuses a logger-less trainer (W&B off, or a DDP rank other than 0)
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     run_info = {"model": _choice("model"), "params_trainable": trainable, "params_total": total}
     for logger in trainer.loggers:
         logger.log_hyperparams({"config": OmegaConf.to_container(cfg, resolve=True), **run_info})

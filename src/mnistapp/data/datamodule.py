@@ -133,7 +133,8 @@ class MNISTDataModule(L.LightningDataModule):
             images,
             labels,
             self.hparams.batch_size if train else self.hparams.eval_batch_size,
-            shuffle=train,
+            # overfit_batches must see the same few batches every epoch
+            shuffle=train and not (trainer and trainer.overfit_batches),
             seed=self.hparams.seed,
             rank=rank,
             world_size=world,
