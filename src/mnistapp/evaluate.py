@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import hydra
 from omegaconf import DictConfig
 
-from mnistapp.results import run_task, user_errors
+from mnistapp.results import run_task, scalar_metrics, user_errors
 
 if TYPE_CHECKING:
     from mnistapp.checkpoints import Restored
@@ -59,7 +59,7 @@ def evaluate(cfg: DictConfig, restored: Restored) -> dict[str, Any]:
         "ckpt_path": str(restored.path),
         "params_trainable": trainable,
         "params_total": total,
-        **{k: v.item() for k, v in sorted(trainer.callback_metrics.items()) if v.numel() == 1},
+        **scalar_metrics(trainer.callback_metrics),
         **module.test_results,
     }
 

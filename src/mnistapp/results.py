@@ -33,6 +33,11 @@ def read_metrics(run_dir: str | Path) -> dict[str, Any]:
     return json.loads((Path(run_dir) / METRICS_FILE).read_text())
 
 
+def scalar_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """The one-element tensors of ``trainer.callback_metrics`` as floats, sorted by name."""
+    return {k: v.item() for k, v in sorted(metrics.items()) if v.numel() == 1}
+
+
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
         if math.isnan(value):

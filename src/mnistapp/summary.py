@@ -26,9 +26,10 @@ import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from mnistapp.results import METRICS_FILE, read_metrics
+
 log = logging.getLogger(__name__)
 
-METRICS_FILE = "metrics.json"  # written by mnistapp.results.run_task in every job
 OPTUNA_RESULTS_FILE = "optimization_results.yaml"  # written by the Optuna sweeper
 # Overrides that repeat a configuration rather than change it: rows differing only in these
 # are grouped, and the summary gives their mean ± std.
@@ -105,9 +106,8 @@ def _read_job(job_dir: Path) -> Job | None:
     if hydra_cfg.get("mode") != "MULTIRUN":
         return None
     overrides = dict(_split(o) for o in hydra_cfg["overrides"]["task"])
-    metrics = job_dir / METRICS_FILE
     try:
-        record = json.loads(metrics.read_text())
+        record = read_metrics(job_dir)
     except FileNotFoundError:
         # the job never finished: killed, out of memory, timed out on the cluster...
         record = {"status": "failed", "error": f"no {METRICS_FILE}: the job did not finish"}

@@ -13,7 +13,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from mnistapp.results import run_task
+from mnistapp.results import run_task, scalar_metrics
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "fit_time_s": round(fit_time, 2),
         "epoch_time_s": round(fit_time / max(epochs, 1), 2),
     }
-    record.update(_scalars(trainer.callback_metrics))
+    record.update(scalar_metrics(trainer.callback_metrics))
     checkpoint = trainer.checkpoint_callback
     record["best_ckpt"] = checkpoint.best_model_path if checkpoint else None
     if cfg.get("test"):
@@ -99,13 +99,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         trainer.test(
             module, datamodule=datamodule, ckpt_path=record["best_ckpt"] or None, verbose=False
         )
-        record.update(_scalars(trainer.callback_metrics))
+        record.update(scalar_metrics(trainer.callback_metrics))
         record.update(module.test_results)
     return record
-
-
-def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
-    return {k: v.item() for k, v in sorted(metrics.items()) if v.numel() == 1}
 
 
 @hydra.main(version_base="1.3", config_path="pkg://mnistapp.conf", config_name="config")

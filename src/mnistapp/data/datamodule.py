@@ -150,9 +150,6 @@ class MNISTDataModule(L.LightningDataModule):
     def test_dataloader(self) -> TensorBatchLoader:
         return self._loader("test")
 
-    def predict_dataloader(self) -> TensorBatchLoader:
-        return self._loader("test")
-
     def normalize(self, images: Tensor) -> Tensor:
         """uint8 ``[B, H, W]`` → float ``[B, 1, H, W]`` standardised with the dataset mean/std."""
         x = images.unsqueeze(1).float().div_(255.0)
