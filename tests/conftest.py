@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +38,17 @@ def write_idx_dataset(data_dir: Path, n_train: int = 600, n_test: int = 200) -> 
         (raw / f"{prefix}-images-idx3-ubyte").write_bytes(idx_bytes(images))
         (raw / f"{prefix}-labels-idx1-ubyte").write_bytes(idx_bytes(labels))
     return data_dir
+
+
+@pytest.fixture(scope="session", autouse=True)
+def machine_left_as_found() -> Iterator[None]:
+    """Fail the run loudly if any test replaced /dev/null (as root, a rename over it succeeds)."""
+    yield
+    mode = os.stat("/dev/null").st_mode
+    assert stat.S_ISCHR(mode), (
+        "/dev/null is no longer a character device: a test replaced it. As root, restore it "
+        "with: rm /dev/null && mknod -m 666 /dev/null c 1 3"
+    )
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,7 @@ import gzip
 import hashlib
 import os
 import pickle
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -136,6 +137,36 @@ def test_atomic_write_leaves_nothing_on_failure(
         atomic_write(target, b"second, never complete")
     assert target.read_bytes() == b"first"
     assert [p.name for p in tmp_path.iterdir()] == ["file.bin"]
+
+
+@pytest.mark.parametrize("kind", ["fifo", "directory", "device"])
+def test_atomic_write_refuses_a_special_destination(tmp_path: Path, kind: str) -> None:
+    target = tmp_path / kind
+    if kind == "fifo":
+        os.mkfifo(target)
+        check, name = stat.S_ISFIFO, "a FIFO"
+    elif kind == "directory":
+        target.mkdir()
+        check, name = stat.S_ISDIR, "a directory"
+    else:
+        if os.geteuid() != 0:
+            pytest.skip("making a device node needs root")
+        os.mknod(target, 0o666 | stat.S_IFCHR, os.makedev(1, 3))  # a null device, in tmp_path
+        check, name = stat.S_ISCHR, "a character device"
+    with pytest.raises(files.NotARegularFileError) as err:
+        atomic_write(target, b"never written")
+    assert str(err.value) == f"refusing to write {target}: it exists and is {name}"
+    assert check(os.lstat(target).st_mode), "the special file was replaced"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [kind]  # no temp file left behind
+
+
+def test_atomic_write_replaces_a_symlink_not_its_target(tmp_path: Path) -> None:
+    target, link = tmp_path / "target", tmp_path / "link"
+    target.write_bytes(b"kept")
+    link.symlink_to(target)
+    atomic_write(link, b"new")
+    assert target.read_bytes() == b"kept" and not link.is_symlink()
+    assert link.read_bytes() == b"new"
 
 
 def _datamodule(data_dir: Path, **kwargs) -> MNISTDataModule:

@@ -74,7 +74,7 @@ def test_tsne_embedding_is_2d() -> None:
     assert plots.tsne_embedding(features).shape == (40, 2)
 
 
-def test_no_matplotlib_at_import_and_no_pyplot_ever() -> None:
+def test_no_matplotlib_at_import_and_no_pyplot_ever(tmp_path: Path) -> None:
     # The entry points stay light (Lightning itself pulls matplotlib in, later, via torchmetrics);
     # the figures never go through pyplot, so no GUI backend is ever chosen.
     code = (
@@ -86,6 +86,9 @@ def test_no_matplotlib_at_import_and_no_pyplot_ever() -> None:
         "assert 'matplotlib.pyplot' not in sys.modules, 'pyplot imported'\n"
     )
     proc = subprocess.run(
-        [sys.executable, "-c", code, "/dev/null"], cwd=ROOT, capture_output=True, text=True
+        [sys.executable, "-c", code, str(tmp_path / "figure.png")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
     )
     assert proc.returncode == 0, proc.stderr
