@@ -17,7 +17,8 @@ from torch.utils.data import DataLoader
 from torchvision import transforms
 from torchvision.datasets import MNIST
 
-from mnistapp.data import MNISTDataModule, TensorBatchLoader, ensure_mnist
+from mnistapp.data.datamodule import MNISTDataModule, TensorBatchLoader
+from mnistapp.data.sources import ensure_mnist
 
 
 def _epoch(batches, device: torch.device, prepare) -> tuple[float, int]:

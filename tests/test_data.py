@@ -18,7 +18,7 @@ from mnistapp.data import sources
 from mnistapp.data.datamodule import MNISTDataModule, TensorBatchLoader
 from mnistapp.data.sources import DataSourceError, RestrictedUnpickler, ensure_mnist
 from mnistapp.files import atomic_write
-from tests.conftest import synthetic_digits, write_idx_dataset
+from tests.helpers import synthetic_digits, write_idx_dataset
 
 NAMES = list(sources.MNIST_MD5)
 
@@ -176,6 +176,21 @@ def _datamodule(data_dir: Path, **kwargs) -> MNISTDataModule:
     dm.prepare_data()
     dm.setup("fit")
     return dm
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"num_classes": 5}, "labels go up to 9, data.num_classes=5"),
+        ({"channels": 3}, "IDX images have 1 channel, data.channels=3"),
+        ({"image_size": 32}, r"images are \(28, 28\), data.image_size=32"),
+    ],
+)
+def test_datamodule_checks_the_data_description(
+    tiny_data: Path, kwargs: dict[str, int], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        _datamodule(tiny_data, **kwargs)
 
 
 def test_datamodule_splits_shapes_and_normalisation(tiny_data: Path) -> None:

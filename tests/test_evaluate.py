@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from mnistapp.checkpoints import CheckpointError, restore
-from tests.conftest import assert_png, run_cli, tiny_overrides
+from mnistapp.training.checkpoints import CheckpointError, restore
+from tests.helpers import assert_png, run_cli, tiny_overrides
 
 FIGURES = ("curves", "kernels", "confusion", "failures", "tsne")
 
@@ -41,7 +41,8 @@ def test_eval_reproduces_training_metrics_and_writes_figures(
     (metrics_path,) = tmp_path.glob("eval/*/*/metrics.json")
     run_dir = metrics_path.parent
     evaluated = json.loads(metrics_path.read_text())
-    assert evaluated["status"] == "ok" and evaluated["model"] == "LeNet5"
+    # the model is named as in training (its config name), not by its class
+    assert evaluated["status"] == "ok" and evaluated["model"] == trained["model"] == "lenet"
     for key in ("test/acc", "test/f1", "test/f1_per_class", "test/confusion"):
         assert evaluated[key] == trained[key], key
     assert "test/acc" in proc.stdout and str(run_dir) in proc.stdout

@@ -1,4 +1,4 @@
-"""``python -m mnistapp.export``: ONNX and TorchScript files that match PyTorch, any batch size."""
+"""``mnistapp-export``: ONNX and TorchScript files that match PyTorch, any batch size."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from mnistapp.checkpoints import restore
-from tests.conftest import run_module
+from mnistapp.training.checkpoints import restore
+from tests.helpers import run_module
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +35,7 @@ def test_export_matches_pytorch(fmt: str, trained: tuple[Path, Path], tmp_path: 
     ckpt, data_dir = trained
     out = tmp_path / f"exported.{fmt}"
     proc = run_module(
-        "mnistapp.export",
+        "mnistapp.cli.export",
         f"ckpt_path={ckpt}",
         f"format={fmt}",
         f"output={out}",

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch import nn
@@ -22,7 +23,6 @@ from mnistapp.models import (
     InceptionCNN,
     LeNet5,
     SeparableCNN,
-    TinyCNN,
     count_parameters,
 )
 
@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "conf" / "model"
 DOCS = ROOT / "docs" / "MODELS.md"
 NAMES = ["mlp", "lenet", "cnn", "baseline_cnn", "tiny_cnn", "conv_10k", "separable", "inception"]
-CLASSES = [MLP, LeNet5, DeeperCNN, BaselineCNN, TinyCNN, Conv10k, SeparableCNN, InceptionCNN]
+CLASSES = [MLP, LeNet5, DeeperCNN, BaselineCNN, Conv10k, SeparableCNN, InceptionCNN]
 MNIST = {"num_classes": 10, "channels": 1, "image_size": 28}
 
 
@@ -89,7 +89,7 @@ def test_default_count_matches_docs(name: str) -> None:
         (LeNet5(), 44_426, 44_426),
         (BaselineCNN(), 1_199_882, 1_199_882),  # the Keras MNIST example
         (Conv10k(), 8_580, 8_640),
-        (TinyCNN(), 841, 841),
+        (build("tiny_cnn"), 841, 841),  # BaselineCNN with the study's smallest knobs
     ],
     ids=["mlp", "lenet", "baseline_cnn", "conv_10k", "tiny_cnn"],
 )
@@ -209,7 +209,6 @@ def test_dropout_is_absent_when_zero_and_placed_when_set() -> None:
         (BaselineCNN, {"pointwise": -2}, "pointwise must be an integer >= 0"),
         (BaselineCNN, {"growth": 0}, "growth must be a number > 0"),
         (BaselineCNN, {"depth": 4}, r"image_size=28, depth=4.* below 1x1 at block 4's conv"),
-        (TinyCNN, {"depth": 5}, r"image_size=28, depth=5.* below 1x1"),
         (DeeperCNN, {"dense": 0}, "dense must be an integer >= 1"),
         (Conv10k, {"image_size": 16}, "image_size=16.* below 1x1 at the classifier"),
         (SeparableCNN, {"in_channels": 0}, "in_channels must be an integer >= 1"),
@@ -220,3 +219,9 @@ def test_dropout_is_absent_when_zero_and_placed_when_set() -> None:
 def test_bad_knobs_raise(cls: type[nn.Module], kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         cls(**kwargs)
+
+
+def test_tiny_cnn_too_deep_names_the_knobs() -> None:
+    # Hydra wraps the model's ValueError in its InstantiationException
+    with pytest.raises(InstantiationException, match=r"image_size=28, depth=5.* below 1x1"):
+        build("tiny_cnn", overrides=["model.depth=5"])

@@ -10,8 +10,9 @@ import pytest
 import torch
 from torch import nn
 
-from mnistapp.data import MNISTDataModule
-from mnistapp.module import Classifier
+from mnistapp.data.datamodule import MNISTDataModule
+from mnistapp.training.callbacks import MisclassifiedDigits, find_callback
+from mnistapp.training.module import Classifier
 
 
 def _fit(tiny_data: Path, tmp_path: Path, scheduler: dict | None = None, epochs: int = 3):
@@ -27,6 +28,7 @@ def _fit(tiny_data: Path, tmp_path: Path, scheduler: dict | None = None, epochs:
         enable_progress_bar=False,
         enable_model_summary=False,
         default_root_dir=tmp_path,
+        callbacks=[MisclassifiedDigits()],
     )
     trainer.fit(module, datamodule=dm)
     return trainer, module, dm
@@ -51,7 +53,7 @@ def test_metrics_are_logged_per_stage(tiny_data: Path, tmp_path: Path) -> None:
     assert confusion.sum() == 200  # every test image counted once
     accuracy = confusion.trace() / confusion.sum()
     assert accuracy == pytest.approx(trainer.callback_metrics["test/acc"].item(), abs=1e-6)
-    failures = module.test_failures
+    failures = find_callback(trainer, MisclassifiedDigits).failures
     n_wrong = int(confusion.sum() - confusion.trace())
     assert len(failures["targets"]) == len(failures["preds"]) == min(n_wrong, 64)
     assert failures["images"].shape[1:] == (28, 28)

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mnistapp import plots
-from tests.conftest import PNG_SIGNATURE, ROOT, assert_png
+from mnistapp.reporting import plots
+from tests.helpers import PNG_SIGNATURE, ROOT, assert_png
 
 # A Lightning CSVLogger file: lr rows without an epoch, train and val on separate rows, and the
 # test row logged after the last epoch.
@@ -79,9 +79,9 @@ def test_no_matplotlib_at_import_and_no_pyplot_ever(tmp_path: Path) -> None:
     # the figures never go through pyplot, so no GUI backend is ever chosen.
     code = (
         "import sys\n"
-        "import mnistapp.train, mnistapp.evaluate, mnistapp.predict, mnistapp.export\n"
+        "from mnistapp.cli import evaluate, export, predict, train\n"
         "assert 'matplotlib' not in sys.modules, 'matplotlib imported eagerly'\n"
-        "from mnistapp import plots\n"
+        "from mnistapp.reporting import plots\n"
         "plots.save_figure(plots.confusion_figure([[1, 0], [0, 1]]), sys.argv[1])\n"
         "assert 'matplotlib.pyplot' not in sys.modules, 'pyplot imported'\n"
     )

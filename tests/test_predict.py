@@ -1,4 +1,4 @@
-"""``python -m mnistapp.predict``: MNIST-style conversion of any image, .npy and IDX inputs."""
+"""``mnistapp-predict``: MNIST-style conversion of any image, .npy and IDX inputs."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+from mnistapp.data.inputs import InputError, as_mnist_array, find_inputs, mnist_like
 from mnistapp.data.sources import idx_bytes
-from mnistapp.predict import InputError, as_mnist_array, find_inputs, mnist_like
-from tests.conftest import run_module, synthetic_digits
+from tests.helpers import run_module, synthetic_digits
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +94,7 @@ def test_predict_images_npy_and_idx(checkpoint: Path, tmp_path: Path) -> None:
     (inputs / "t10k-labels-idx1-ubyte").write_bytes(idx_bytes(labels[6:]))
 
     proc = run_module(
-        "mnistapp.predict",
+        "mnistapp.cli.predict",
         f"ckpt_path={checkpoint}",
         f"inputs={inputs}",
         f"paths.log_dir={tmp_path}",
@@ -127,7 +127,7 @@ def test_predict_without_readable_inputs_is_one_clear_line(
 ) -> None:
     (tmp_path / "broken.png").write_bytes(b"not an image")
     proc = run_module(
-        "mnistapp.predict",
+        "mnistapp.cli.predict",
         f"ckpt_path={checkpoint}",
         f"inputs={tmp_path}/broken.png",
         f"paths.log_dir={tmp_path}",

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mnistapp.summary import mean_std, summarize, to_markdown
-from tests.conftest import ROOT, run_cli, tiny_overrides
+from mnistapp.reporting.sweeps import mean_std, summarize, to_markdown
+from tests.helpers import ROOT, run_cli, tiny_overrides
 
 # one epoch of a small MLP keeps each job to a second or two once torch is imported
 FAST = ("model=mlp", "trainer.max_epochs=1", "plots.enabled=false")
@@ -33,7 +33,7 @@ def _rows(sweep_dir: Path) -> list[dict[str, str]]:
 
 def _summarize_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "mnistapp.summarize", *args],
+        [sys.executable, "-m", "mnistapp.cli.summarize", *args],
         cwd=ROOT,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
         capture_output=True,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.conftest import run_cli, tiny_overrides
+from tests.helpers import run_cli, tiny_overrides
 
 
 def _single_run_dir(log_dir: Path) -> Path:
@@ -25,7 +25,7 @@ def test_help_and_cfg_do_not_import_torch() -> None:
     import subprocess
     import sys
 
-    from tests.conftest import ROOT
+    from tests.helpers import ROOT
 
     proc = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from mnistapp import tracking
-from tests.conftest import run_cli, tiny_overrides
+from mnistapp.training import tracking
+from tests.helpers import run_cli, tiny_overrides
 
 BLOCK = 32 * 1024  # the .wandb file is a LevelDB-style log of 32 KiB blocks
 FULL, FIRST, MIDDLE, LAST = 1, 2, 3, 4

@@ -1,6 +1,9 @@
-"""Data: verified MNIST sources and the tensor-resident DataModule."""
+"""Data: verified MNIST sources, the tensor-resident DataModule, user-image inputs, normalize.
 
-from mnistapp.data.datamodule import MNISTDataModule, TensorBatchLoader
-from mnistapp.data.sources import DataSourceError, ensure_mnist
+- ``sources``: materialise the four official IDX files, verified, offline first.
+- ``datamodule``: ``MNISTDataModule`` and its ``TensorBatchLoader`` (batches by slicing).
+- ``inputs``: your own digit files (images, ``.npy``, IDX) as MNIST-style arrays.
+- ``transforms``: ``normalize``, the one pixel transform every path shares.
 
-__all__ = ["DataSourceError", "MNISTDataModule", "TensorBatchLoader", "ensure_mnist"]
+Nothing is imported here, so ``predict`` reads images without loading Lightning.
+"""

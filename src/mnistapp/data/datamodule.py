@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from mnistapp.data.sources import ensure_mnist
+from mnistapp.data.transforms import MNIST_MEAN, MNIST_STD, normalize
 
 
 class TensorBatchLoader:
@@ -64,6 +65,8 @@ class MNISTDataModule(L.LightningDataModule):
 
     Batches leave the loader as uint8 ``[B, 28, 28]`` and are normalised on the device they land on
     (``on_after_batch_transfer``); on CUDA the whole uint8 dataset is moved to the GPU once.
+    ``num_classes``, ``channels`` and ``image_size`` describe the data to the models (their
+    configs read them); ``setup`` checks that the files match them.
     """
 
     def __init__(
@@ -76,8 +79,8 @@ class MNISTDataModule(L.LightningDataModule):
         seed: int = 42,
         download: bool = True,
         verify: bool = True,
-        mean: float = 0.1307,
-        std: float = 0.3081,
+        mean: float = MNIST_MEAN,
+        std: float = MNIST_STD,
         num_classes: int = 10,
         channels: int = 1,
         image_size: int = 28,
@@ -106,9 +109,14 @@ class MNISTDataModule(L.LightningDataModule):
 
         root = self.hparams.data_dir
         train, test = MNIST(root, train=True), MNIST(root, train=False)
-        size = self.hparams.image_size
+        size, classes = self.hparams.image_size, self.hparams.num_classes
+        if self.hparams.channels != 1:
+            raise ValueError(f"IDX images have 1 channel, data.channels={self.hparams.channels}")
         if tuple(train.data.shape[1:]) != (size, size):
             raise ValueError(f"images are {tuple(train.data.shape[1:])}, data.image_size={size}")
+        highest = int(max(train.targets.max(), test.targets.max()))
+        if highest >= classes:
+            raise ValueError(f"labels go up to {highest}, data.num_classes={classes}")
         n_val = self.hparams.val_size
         if not 0 <= n_val < len(train.targets):
             raise ValueError(f"data.val_size={n_val} must be below the {len(train.targets)} images")
@@ -152,8 +160,7 @@ class MNISTDataModule(L.LightningDataModule):
 
     def normalize(self, images: Tensor) -> Tensor:
         """uint8 ``[B, H, W]`` → float ``[B, 1, H, W]`` standardised with the dataset mean/std."""
-        x = images.unsqueeze(1).float().div_(255.0)
-        return x.sub_(self.hparams.mean).div_(self.hparams.std)
+        return normalize(images, self.hparams.mean, self.hparams.std)
 
     def on_after_batch_transfer(self, batch: tuple[Tensor, Tensor], dataloader_idx: int):
         images, labels = batch

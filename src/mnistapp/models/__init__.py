@@ -5,7 +5,7 @@ Every model maps ``[B, C, H, W]`` images to raw logits ``[B, num_classes]``, exp
 """
 
 from mnistapp.models.base import ZooModel, count_parameters
-from mnistapp.models.baseline import BaselineCNN, TinyCNN
+from mnistapp.models.baseline import BaselineCNN
 from mnistapp.models.cnn import DeeperCNN
 from mnistapp.models.compact import Conv10k, InceptionCNN, SeparableCNN
 from mnistapp.models.lenet import LeNet5
@@ -19,7 +19,6 @@ __all__ = [
     "InceptionCNN",
     "LeNet5",
     "SeparableCNN",
-    "TinyCNN",
     "ZooModel",
     "count_parameters",
 ]

@@ -22,12 +22,37 @@ POOLS: dict[str, Callable[[int], nn.Module]] = {"avg": nn.AvgPool2d, "max": nn.M
 class ZooModel(nn.Module):
     """Base of every zoo model: ``forward(x) = head(features(x))``.
 
-    Subclasses build ``self.body`` (image -> flat penultimate features ``[B, D]``) and
-    ``self.head`` (features -> raw logits ``[B, num_classes]``; no softmax, the loss owns it).
+    Subclasses take their own knobs and pass the rest (``num_classes``, ``in_channels``,
+    ``image_size``: what the data config says) to this constructor, which checks them with the
+    ``activation`` name before anything is built. They then build ``self.body`` (image -> flat
+    penultimate features ``[B, D]``) and ``self.head`` (features -> raw logits
+    ``[B, num_classes]``; no softmax, the loss owns it).
     """
 
     body: nn.Module
     head: nn.Module
+
+    def __init__(
+        self,
+        num_classes: int = 10,
+        in_channels: int = 1,
+        image_size: int = 28,
+        activation: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.num_classes = check_positive("num_classes", num_classes)
+        self.in_channels = check_positive("in_channels", in_channels)
+        self.image_size = check_positive("image_size", image_size)
+        if activation is not None:
+            check_choice("activation", activation, tuple(ACTIVATIONS))
+
+    def conv_stack(self, **knobs: object) -> ConvStack:
+        """A :class:`ConvStack` on this model's input; its errors name the model and ``knobs``."""
+        context = {"image_size": self.image_size, **knobs}
+        described = ", ".join(f"{k}={v!r}" for k, v in context.items())
+        return ConvStack(
+            self.in_channels, self.image_size, f"{type(self).__name__} with {described}"
+        )
 
     def features(self, x: Tensor) -> Tensor:
         """Penultimate-layer features ``[B, D]`` (what t-SNE plots embed)."""
@@ -86,13 +111,6 @@ def check_choice(name: str, value: str, choices: Sequence[str]) -> str:
     if value not in choices:
         raise ValueError(f"{name} must be one of {sorted(choices)}, got {value!r}")
     return value
-
-
-def check_io(num_classes: int, in_channels: int, image_size: int) -> None:
-    """Validate the three arguments every model shares with the data config."""
-    check_positive("num_classes", num_classes)
-    check_positive("in_channels", in_channels)
-    check_positive("image_size", image_size)
 
 
 def scaled(base: int, width: int, reference: int) -> int:

@@ -1,4 +1,8 @@
-"""The small-model study: a Keras-style baseline CNN and the knobs that shrink it to 841 params."""
+"""The small-model study: a Keras-style baseline CNN and the knobs that shrink it to 841 params.
+
+The study's smallest model (``tiny_cnn``, 841 parameters) is this class with other knob values:
+``conf/model/tiny_cnn.yaml``. Variants are configs, not subclasses.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +10,8 @@ from torch import nn
 
 from mnistapp.models.base import (
     PADDINGS,
-    ConvStack,
     ZooModel,
     check_choice,
-    check_io,
     check_non_negative,
     check_positive,
     check_probability,
@@ -34,9 +36,6 @@ class BaselineCNN(ZooModel):
 
     def __init__(
         self,
-        num_classes: int = 10,
-        in_channels: int = 1,
-        image_size: int = 28,
         width: int = 32,
         depth: int = 1,
         growth: float = 2.0,
@@ -46,9 +45,9 @@ class BaselineCNN(ZooModel):
         activation: str = "relu",
         dropout_conv: float = 0.25,
         dropout_dense: float = 0.5,
+        **io: int,
     ) -> None:
-        super().__init__()
-        check_io(num_classes, in_channels, image_size)
+        super().__init__(activation=activation, **io)
         check_positive("width", width)
         check_positive("depth", depth)
         if isinstance(growth, bool) or not isinstance(growth, (int, float)) or growth <= 0:
@@ -58,15 +57,9 @@ class BaselineCNN(ZooModel):
         check_choice("padding", padding, PADDINGS)
         check_probability("dropout_conv", dropout_conv)
         check_probability("dropout_dense", dropout_dense)
-        make_activation(activation)  # validate before building anything
         channels = max(1, round(growth * width))
 
-        name = type(self).__name__
-        stack = ConvStack(
-            in_channels,
-            image_size,
-            f"{name} with image_size={image_size}, depth={depth}, padding={padding!r}",
-        )
+        stack = self.conv_stack(depth=depth, padding=padding)
         stack.conv(width, 3, activation, padding=padding, where="conv 1")
         for block in range(1, depth + 1):
             stack.conv(channels, 3, activation, padding=padding, where=f"block {block}'s conv")
@@ -76,46 +69,9 @@ class BaselineCNN(ZooModel):
         body: list[nn.Module] = [*stack.layers, nn.Flatten()]
         if dense:
             body += [nn.Linear(stack.flat_features, dense), make_activation(activation)]
-            self.head = nn.Sequential(*dropout_layers(dropout_dense), nn.Linear(dense, num_classes))
+            self.head = nn.Sequential(
+                *dropout_layers(dropout_dense), nn.Linear(dense, self.num_classes)
+            )
         else:
-            self.head = nn.Linear(stack.flat_features, num_classes)
+            self.head = nn.Linear(stack.flat_features, self.num_classes)
         self.body = nn.Sequential(*body)
-
-
-class TinyCNN(BaselineCNN):
-    """The study's smallest model with macro F1 > 0.9 (0.9005): a ``BaselineCNN`` shrunk to the end.
-
-    Conv 4 3x3 -> [Conv 4 3x3, MaxPool, Dropout] x 2 -> Conv 1 1x1 -> Dense 10 with ``same``
-    padding: exactly the published 841 parameters. The write-up's 3-channel blocks
-    (``growth=0.75``) give 739, and their one-channel ReLU bottleneck often dies in training.
-    """
-
-    def __init__(
-        self,
-        num_classes: int = 10,
-        in_channels: int = 1,
-        image_size: int = 28,
-        width: int = 4,
-        depth: int = 2,
-        growth: float = 1.0,
-        dense: int | None = 0,
-        pointwise: int = 1,
-        padding: str = "same",
-        activation: str = "relu",
-        dropout_conv: float = 0.25,
-        dropout_dense: float = 0.5,
-    ) -> None:
-        super().__init__(
-            num_classes=num_classes,
-            in_channels=in_channels,
-            image_size=image_size,
-            width=width,
-            depth=depth,
-            growth=growth,
-            dense=dense,
-            pointwise=pointwise,
-            padding=padding,
-            activation=activation,
-            dropout_conv=dropout_conv,
-            dropout_dense=dropout_dense,
-        )

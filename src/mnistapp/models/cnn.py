@@ -5,9 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from mnistapp.models.base import (
-    ConvStack,
     ZooModel,
-    check_io,
     check_positive,
     make_activation,
     scaled,
@@ -24,19 +22,15 @@ class DeeperCNN(ZooModel):
 
     def __init__(
         self,
-        num_classes: int = 10,
-        in_channels: int = 1,
-        image_size: int = 28,
         width: int = 32,
         dense: int | None = None,
         activation: str = "relu",
+        **io: int,
     ) -> None:
-        super().__init__()
-        check_io(num_classes, in_channels, image_size)
+        super().__init__(activation=activation, **io)
         check_positive("width", width)
         dense = scaled(100, width, 32) if dense is None else check_positive("dense", dense)
-        make_activation(activation)  # validate before building anything
-        stack = ConvStack(in_channels, image_size, f"DeeperCNN with image_size={image_size}")
+        stack = self.conv_stack()
         stack.conv(width, 3, activation, where="conv1").pool(where="pool1")
         stack.conv(2 * width, 3, activation, where="conv2")
         stack.conv(2 * width, 3, activation, where="conv3").pool(where="pool2")
@@ -46,4 +40,4 @@ class DeeperCNN(ZooModel):
             nn.Linear(stack.flat_features, dense),
             make_activation(activation),
         )
-        self.head = nn.Linear(dense, num_classes)
+        self.head = nn.Linear(dense, self.num_classes)

@@ -11,9 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from mnistapp.models.base import (
-    ConvStack,
     ZooModel,
-    check_io,
     check_positive,
     make_activation,
 )
@@ -29,24 +27,20 @@ class Conv10k(ZooModel):
 
     def __init__(
         self,
-        num_classes: int = 10,
-        in_channels: int = 1,
-        image_size: int = 28,
         width: int = 20,
         activation: str = "relu",
+        **io: int,
     ) -> None:
-        super().__init__()
-        check_io(num_classes, in_channels, image_size)
+        super().__init__(activation=activation, **io)
         check_positive("width", width)
-        make_activation(activation)  # validate before building anything
-        stack = ConvStack(in_channels, image_size, f"Conv10k with image_size={image_size}")
+        stack = self.conv_stack()
         stack.conv(width, 7, activation, batch_norm=True, where="the 7x7 conv")
         stack.conv(max(1, width // 2), 5, activation, batch_norm=True, where="the first 5x5 conv")
         stack.pool(where="the pool")
         self.body = nn.Sequential(*stack.layers, nn.Flatten())
         channels, size = stack.channels, stack.size
-        classifier = nn.Conv2d(channels, num_classes, 5)
-        stack.add(classifier, channels=num_classes, kernel=5, where="the classifier 5x5 conv")
+        classifier = nn.Conv2d(channels, self.num_classes, 5)
+        stack.add(classifier, channels=self.num_classes, kernel=5, where="the classifier 5x5 conv")
         self.head = nn.Sequential(
             nn.Unflatten(1, (channels, size, size)),
             classifier,
@@ -76,18 +70,14 @@ class SeparableCNN(ZooModel):
 
     def __init__(
         self,
-        num_classes: int = 10,
-        in_channels: int = 1,
-        image_size: int = 28,
         width: int = 12,
         activation: str = "relu",
+        **io: int,
     ) -> None:
-        super().__init__()
-        check_io(num_classes, in_channels, image_size)
+        super().__init__(activation=activation, **io)
         check_positive("width", width)
-        make_activation(activation)  # validate before building anything
         wide = max(1, round(4 * width / 3))
-        stack = ConvStack(in_channels, image_size, f"SeparableCNN with image_size={image_size}")
+        stack = self.conv_stack()
         for i, channels in enumerate((width, wide, wide), start=1):
             stack.add(
                 SeparableConv2d(stack.channels, channels, 3),
@@ -100,7 +90,7 @@ class SeparableCNN(ZooModel):
             if i > 1:
                 stack.pool(where=f"pool {i - 1}")
         self.body = nn.Sequential(*stack.layers, nn.Flatten())
-        self.head = nn.Linear(stack.flat_features, num_classes)
+        self.head = nn.Linear(stack.flat_features, self.num_classes)
 
 
 class InceptionBlock(nn.Module):
@@ -128,18 +118,14 @@ class InceptionCNN(ZooModel):
 
     def __init__(
         self,
-        num_classes: int = 10,
-        in_channels: int = 1,
-        image_size: int = 28,
         width: int = 4,
         activation: str = "relu",
+        **io: int,
     ) -> None:
-        super().__init__()
-        check_io(num_classes, in_channels, image_size)
+        super().__init__(activation=activation, **io)
         check_positive("width", width)
-        make_activation(activation)  # validate before building anything
-        inception = InceptionBlock(in_channels, {1: width, 3: 2 * width, 5: width})
-        stack = ConvStack(in_channels, image_size, f"InceptionCNN with image_size={image_size}")
+        inception = InceptionBlock(self.in_channels, {1: width, 3: 2 * width, 5: width})
+        stack = self.conv_stack()
         stack.add(
             inception,
             make_activation(activation),
@@ -152,7 +138,7 @@ class InceptionCNN(ZooModel):
         stack.conv(width, 3, activation, where="conv 1")
         stack.conv(2 * width, 3, activation, where="conv 2").pool(where="pool 2")
         self.body = nn.Sequential(*stack.layers, nn.Flatten())
-        self.head = nn.Linear(stack.flat_features, num_classes)
+        self.head = nn.Linear(stack.flat_features, self.num_classes)
 
     @property
     def first_conv(self) -> nn.Conv2d:

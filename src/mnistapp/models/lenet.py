@@ -6,10 +6,8 @@ from torch import nn
 
 from mnistapp.models.base import (
     POOLS,
-    ConvStack,
     ZooModel,
     check_choice,
-    check_io,
     check_positive,
     make_activation,
     scaled,
@@ -27,24 +25,20 @@ class LeNet5(ZooModel):
 
     def __init__(
         self,
-        num_classes: int = 10,
-        in_channels: int = 1,
-        image_size: int = 28,
         width: int = 6,
         activation: str = "tanh",
         pool: str = "avg",
+        **io: int,
     ) -> None:
-        super().__init__()
-        check_io(num_classes, in_channels, image_size)
+        super().__init__(activation=activation, **io)
         check_positive("width", width)
         check_choice("pool", pool, tuple(POOLS))
-        make_activation(activation)  # validate before building anything
         c3, c5, f6 = scaled(16, width, 6), scaled(120, width, 6), scaled(84, width, 6)
-        stack = ConvStack(in_channels, image_size, f"LeNet5 with image_size={image_size}")
+        stack = self.conv_stack()
         stack.conv(width, 5, activation, where="C1").pool(pool, where="S2")
         stack.conv(c3, 5, activation, where="C3").pool(pool, where="S4")
         stack.conv(c5, stack.size, None, where="C5")
         self.body = nn.Sequential(
             *stack.layers, nn.Flatten(), nn.Linear(c5, f6), make_activation(activation)
         )
-        self.head = nn.Linear(f6, num_classes)
+        self.head = nn.Linear(f6, self.num_classes)

@@ -8,7 +8,6 @@ from torch import nn
 
 from mnistapp.models.base import (
     ZooModel,
-    check_io,
     check_positive,
     check_probability,
     dropout_layers,
@@ -21,24 +20,22 @@ class MLP(ZooModel):
 
     Hidden sizes come from ``hidden`` (a list) or, when it is None, ``[width] * depth``. The
     default (one hidden layer of 32 sigmoid units) is study A's smallest network: 25,450
-    parameters on 28x28. ``last_activation`` replaces the activation of the last hidden layer
+    parameters on 28x28. ``io``: ``num_classes``, ``in_channels``, ``image_size`` (ZooModel).
+    ``last_activation`` replaces the activation of the last hidden layer
     only (study B: five ReLU layers of 100, then a LeakyReLU one).
     """
 
     def __init__(
         self,
-        num_classes: int = 10,
-        in_channels: int = 1,
-        image_size: int = 28,
         width: int = 32,
         depth: int = 1,
         hidden: Sequence[int] | None = None,
         activation: str = "sigmoid",
         last_activation: str | None = None,
         dropout: float = 0.0,
+        **io: int,
     ) -> None:
-        super().__init__()
-        check_io(num_classes, in_channels, image_size)
+        super().__init__(activation=activation, **io)
         check_positive("width", width)
         check_positive("depth", depth)
         check_probability("dropout", dropout)
@@ -53,11 +50,11 @@ class MLP(ZooModel):
             names[-1], knobs[-1] = last_activation, "last_activation"
 
         layers: list[nn.Module] = [nn.Flatten()]
-        n_in = in_channels * image_size * image_size
+        n_in = self.in_channels * self.image_size**2
         for i, (size, name, knob) in enumerate(zip(sizes, names, knobs, strict=True)):
             if i:  # dropout follows every hidden layer; the last one's sits in the head
                 layers += dropout_layers(dropout)
             layers += [nn.Linear(n_in, size), make_activation(name, knob)]
             n_in = size
         self.body = nn.Sequential(*layers)
-        self.head = nn.Sequential(*dropout_layers(dropout), nn.Linear(n_in, num_classes))
+        self.head = nn.Sequential(*dropout_layers(dropout), nn.Linear(n_in, self.num_classes))

@@ -1,7 +1,7 @@
 """Sweep summaries: one row per job of a Hydra multirun, as CSV, Markdown and a chart.
 
 :class:`SweepSummary` is the Hydra callback (``conf/hydra/default.yaml``) that writes them at
-the end of every multirun; ``python -m mnistapp.summarize <sweep_dir>`` does the same later.
+the end of every multirun; ``python -m mnistapp.cli.summarize <sweep_dir>`` does the same later.
 Everything is read back from the sweep directory (each job's ``.hydra/hydra.yaml`` and
 ``metrics.json``), so it works the same whichever launcher ran the jobs, in whichever process.
 
@@ -26,7 +26,7 @@ import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from mnistapp.results import METRICS_FILE, read_metrics
+from mnistapp.reporting.records import METRICS_FILE, format_value, read_metrics
 
 log = logging.getLogger(__name__)
 
@@ -172,18 +172,6 @@ def _finite(value: Any) -> bool:
     return isinstance(value, int | float) and math.isfinite(value)
 
 
-def _fmt(key: str, value: Any) -> str:
-    if value is None or value == "":
-        return ""
-    if key == "params_total":
-        return f"{value:,}"
-    if key == "wall_time_s":
-        return f"{value:.1f}"
-    if isinstance(value, float):
-        return f"{value:.4f}"
-    return str(value)
-
-
 def _one_line(text: str) -> str:
     return " ".join(str(text).split()).replace("|", "/")
 
@@ -241,7 +229,7 @@ def to_markdown(summary: Summary) -> str:
         [
             str(job.num),
             summary.label(job),
-            *(_fmt(k, job.record.get(k)) for k, _ in METRIC_COLUMNS),
+            *(format_value(job.record.get(k)) for k, _ in METRIC_COLUMNS),
             job.record.get("status", "failed"),
         ]
         for job in summary.jobs
@@ -262,7 +250,7 @@ def to_markdown(summary: Summary) -> str:
                 values = [job.record[key] for job in done if _finite(job.record.get(key))]
                 mean, std = mean_std(values) if values else (math.nan, math.nan)
                 cells.append(f"{mean:.4f} ± {std:.4f}" if values else "")
-            shown = _fmt("params_total", params.pop()) if len(params) == 1 else ""
+            shown = format_value(params.pop()) if len(params) == 1 else ""
             rows.append([label, f"{len(done)}/{len(jobs)}", shown, *cells])
         lines += _table(headers, rows)
 
@@ -274,8 +262,8 @@ def to_markdown(summary: Summary) -> str:
             best = summary.best
             lines.append(
                 f"**{summary.best_note}: job {best.num}** (`{summary.label(best) or '-'}`): "
-                f"val F1 {_fmt('val/f1_best', best.record.get('val/f1_best'))}, "
-                f"test F1 {_fmt('test/f1', best.record.get('test/f1'))}, {best.path}"
+                f"val F1 {format_value(best.record.get('val/f1_best'))}, "
+                f"test F1 {format_value(best.record.get('test/f1'))}, {best.path}"
             )
     if summary.failed:
         lines += ["", "## Failed jobs", ""]
@@ -337,7 +325,7 @@ def write_summary(sweep_dir: str | Path) -> Summary:
 class SweepSummary(Callback):
     """Hydra callback: summarise the sweep when it ends; exit non-zero if a job failed.
 
-    Jobs catch their own errors (``results.run_task``) so that one failure does not stop the
+    Jobs catch their own errors (``cli.task.run_task``) so that one failure does not stop the
     sweep; this is where the failure reaches the exit code. Hydra turns exceptions raised by
     callbacks into warnings, so it is a ``SystemExit``, raised after the summary is written.
     """

@@ -13,7 +13,8 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from mnistapp.results import run_task, scalar_metrics
+from mnistapp.cli.task import run_task
+from mnistapp.reporting.records import scalar_metrics
 
 log = logging.getLogger(__name__)
 
@@ -28,12 +29,6 @@ RESULT_KEYS = (
     "epoch_time_s",
     "best_ckpt",
 )
-
-
-def _choice(group: str) -> str | None:
-    from hydra.core.hydra_config import HydraConfig
-
-    return HydraConfig.get().runtime.choices.get(group) if HydraConfig.initialized() else None
 
 
 def _instantiate_all(nodes: DictConfig | None) -> list[Any]:
@@ -55,7 +50,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     from lightning.pytorch.callbacks import LearningRateMonitor
 
     from mnistapp.models import count_parameters
-    from mnistapp.module import Classifier
+    from mnistapp.runtime import hydra_choice
+    from mnistapp.training.module import Classifier
 
     L.seed_everything(cfg.seed, workers=True)
     if cfg.get("matmul_precision"):
@@ -64,12 +60,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     datamodule: L.LightningDataModule = instantiate(cfg.data)
     net = instantiate(cfg.model)
     trainable, total = count_parameters(net)
+    model_name = hydra_choice("model")
     module = Classifier(
         net,
         optimizer=instantiate(cfg.optimizer),
         scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
         num_classes=cfg.data.num_classes,
         net_config=OmegaConf.to_container(cfg.model, resolve=True),
+        model_name=model_name,
     )
     loggers = _instantiate_all(cfg.get("logger"))
     callbacks = _instantiate_all(cfg.get("callbacks"))
@@ -77,7 +75,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         # LearningRateMonitor refuses a logger-less trainer (W&B off, or a DDP rank other than 0)
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
-    run_info = {"model": _choice("model"), "params_trainable": trainable, "params_total": total}
+    run_info = {"model": model_name, "params_trainable": trainable, "params_total": total}
     for logger in trainer.loggers:
         logger.log_hyperparams({"config": OmegaConf.to_container(cfg, resolve=True), **run_info})
 
@@ -107,7 +105,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 @hydra.main(version_base="1.3", config_path="pkg://mnistapp.conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
     """``python train.py [overrides]``: returns ``val/f1_best`` for hyper-parameter sweepers."""
-    from mnistapp.tracking import finish_runs
+    from mnistapp.training.tracking import finish_runs
 
     ok = False
     try:

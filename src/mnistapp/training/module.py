@@ -23,8 +23,10 @@ class Classifier(L.LightningModule):
     """Cross-entropy classification of any ``nn.Module`` that maps images to logits.
 
     ``optimizer`` and ``scheduler['scheduler']`` are partials (Hydra ``_partial_: true``) bound
-    here to the parameters. ``net_config`` (the model's composed config) is saved in the checkpoint
-    so evaluation can rebuild the architecture without repeating ``model=...``.
+    here to the parameters. ``net_config`` (the model's composed config) and ``model_name`` (its
+    config name, e.g. ``lenet``) are saved in the checkpoint so evaluation can rebuild and name the
+    architecture without repeating ``model=...``. ``test_step`` returns the predictions, for
+    callbacks that look at single digits (``MisclassifiedDigits``).
     """
 
     def __init__(
@@ -34,6 +36,7 @@ class Classifier(L.LightningModule):
         scheduler: Mapping[str, Any] | None = None,
         num_classes: int = 10,
         net_config: dict[str, Any] | None = None,
+        model_name: str | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
@@ -57,10 +60,8 @@ class Classifier(L.LightningModule):
         self.val_f1_best = MaxMetric()
         self.test_f1_per_class = MulticlassF1Score(num_classes, average=None, validate_args=False)
         self.test_confusion = MulticlassConfusionMatrix(num_classes, validate_args=False)
+        # per-class F1 and the confusion matrix of the last test, as lists
         self.test_results: dict[str, Any] = {}
-        # misclassified test digits: normalised images [N, H, W], targets and preds (first 64)
-        self.test_failures: dict[str, Any] = {}
-        self.max_failures = 64
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
@@ -109,20 +110,11 @@ class Classifier(L.LightningModule):
         self.val_f1_best.update(values["val/f1"])
         self.log("val/f1_best", self.val_f1_best.compute(), prog_bar=True)
 
-    def on_test_epoch_start(self) -> None:
-        self.test_failures = {"images": [], "targets": [], "preds": []}
-
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        x, y = batch
         _, preds = self._step(batch, "test")
+        y = batch[1]
         self.test_f1_per_class.update(preds, y)
         self.test_confusion.update(preds, y)
-        # Keep the first misclassified digits (this rank's) for the failure pictures.
-        kept = sum(len(t) for t in self.test_failures["targets"])
-        if kept < self.max_failures:
-            wrong = (preds != y).nonzero().squeeze(1)[: self.max_failures - kept]
-            for key, value in (("images", x[:, 0]), ("targets", y), ("preds", preds)):
-                self.test_failures[key].append(value[wrong].detach().cpu())
         return preds
 
     def on_test_epoch_end(self) -> None:
@@ -133,7 +125,6 @@ class Classifier(L.LightningModule):
         }
         self.test_f1_per_class.reset()
         self.test_confusion.reset()
-        self.test_failures = {k: torch.cat(v) for k, v in self.test_failures.items() if v}
 
     def configure_optimizers(self) -> Any:
         if self.optimizer_factory is None:

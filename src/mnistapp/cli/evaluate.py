@@ -7,19 +7,16 @@ matrix) goes to ``metrics.json`` in the run directory, next to the figures.
 
 from __future__ import annotations
 
-import logging
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import hydra
 from omegaconf import DictConfig
 
-from mnistapp.results import run_task, scalar_metrics, user_errors
+from mnistapp.cli.task import run_on_checkpoint
+from mnistapp.reporting.records import scalar_metrics
 
 if TYPE_CHECKING:
-    from mnistapp.checkpoints import Restored
-
-log = logging.getLogger(__name__)
+    from mnistapp.training.checkpoints import Restored
 
 RESULT_KEYS = ("model", "test/acc", "test/f1", "test/loss", "params_total", "ckpt_path")
 
@@ -30,8 +27,8 @@ def evaluate(cfg: DictConfig, restored: Restored) -> dict[str, Any]:
     import torch
     from hydra.utils import instantiate
 
-    from mnistapp.callbacks import FigureWriter
     from mnistapp.models import count_parameters
+    from mnistapp.training.callbacks import FigureWriter, MisclassifiedDigits
 
     L.seed_everything(cfg.seed, workers=True)
     if cfg.get("matmul_precision"):
@@ -42,14 +39,15 @@ def evaluate(cfg: DictConfig, restored: Restored) -> dict[str, Any]:
     if cfg.plots.enabled:
         # the training run's per-epoch metrics, when the checkpoint still sits in its run dir
         history = restored.path.parent.parent / "csv" / "metrics.csv"
-        callbacks.append(
+        callbacks += [
+            MisclassifiedDigits(),
             FigureWriter(
                 cfg.paths.output_dir,
                 tsne=cfg.plots.tsne,
                 tsne_samples=cfg.plots.tsne_samples,
                 history_csv=history if history.is_file() else None,
-            )
-        )
+            ),
+        ]
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=False)
     module = restored.module
     trainer.test(module, datamodule=datamodule, verbose=False)  # our result table follows
@@ -67,11 +65,7 @@ def evaluate(cfg: DictConfig, restored: Restored) -> dict[str, Any]:
 @hydra.main(version_base="1.3", config_path="pkg://mnistapp.conf", config_name="eval")
 def main(cfg: DictConfig) -> None:
     """``python eval.py ckpt_path=<file> [model=<name>] [data/trainer overrides]``."""
-    from mnistapp.checkpoints import CheckpointError, restore
-
-    with user_errors("eval", CheckpointError):
-        restored = restore(cfg.get("ckpt_path"), cfg.get("model"))
-    run_task(partial(evaluate, restored=restored), cfg, RESULT_KEYS)
+    run_on_checkpoint("eval", evaluate, cfg, RESULT_KEYS)
 
 
 if __name__ == "__main__":

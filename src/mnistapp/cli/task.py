@@ -1,60 +1,30 @@
-"""Run bookkeeping shared by every entry point: metrics.json, the result table, failure records."""
+"""What every entry point shares: run a task into ``metrics.json``, and one-line user errors.
+
+:func:`run_task` is the task wrapper of train, eval, predict and export: it runs the task, writes
+its record (also when it fails) and prints the result table. :func:`run_on_checkpoint` adds the
+step eval, predict and export share before it: restoring ``ckpt_path`` safely.
+"""
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import time
 import traceback
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig
 
-from mnistapp.files import atomic_write
+from mnistapp.reporting.records import format_table, write_metrics
+from mnistapp.runtime import is_multirun, is_rank_zero
+
+if TYPE_CHECKING:
+    from mnistapp.training.checkpoints import Restored
 
 log = logging.getLogger(__name__)
-
-METRICS_FILE = "metrics.json"
-
-
-def write_metrics(run_dir: str | Path, record: Mapping[str, Any]) -> Path:
-    """Write ``record`` as ``<run_dir>/metrics.json``, atomically: readers never see half a file."""
-    path = Path(run_dir) / METRICS_FILE
-    atomic_write(path, (json.dumps(record, indent=2, default=str) + "\n").encode())
-    return path
-
-
-def read_metrics(run_dir: str | Path) -> dict[str, Any]:
-    """Read ``<run_dir>/metrics.json``."""
-    return json.loads((Path(run_dir) / METRICS_FILE).read_text())
-
-
-def scalar_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
-    """The one-element tensors of ``trainer.callback_metrics`` as floats, sorted by name."""
-    return {k: v.item() for k, v in sorted(metrics.items()) if v.numel() == 1}
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "nan"
-        return f"{value:.4f}" if abs(value) <= 1 else f"{value:.2f}"
-    if isinstance(value, int):
-        return f"{value:,}"
-    return str(value)
-
-
-def format_table(title: str, rows: Mapping[str, Any]) -> str:
-    """A two-column text table, the one printed at the end of a run."""
-    shown = {k: v for k, v in rows.items() if v is not None}
-    width = max(map(len, shown), default=0)
-    lines = [f"── {title} " + "─" * max(0, 44 - len(title))]
-    lines += [f"  {key:<{width}}  {_fmt(value)}" for key, value in shown.items()]
-    return "\n".join(lines)
 
 
 @contextmanager
@@ -64,21 +34,6 @@ def user_errors(prog: str, *errors: type[Exception]) -> Iterator[None]:
         yield
     except errors as err:
         raise SystemExit(f"{prog}: error: {err}") from None
-
-
-def is_rank_zero() -> bool:
-    """True in the process that owns the run's files (rank 0 under DDP)."""
-    from lightning.fabric.utilities.rank_zero import rank_zero_only
-
-    return getattr(rank_zero_only, "rank", 0) == 0
-
-
-def is_multirun() -> bool:
-    """True inside a Hydra multirun job."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 def run_task(
@@ -105,6 +60,27 @@ def run_task(
         table = {k: record.get(k) for k in summary_keys} | {"run dir": str(run_dir)}
         print(format_table(f"{cfg.get('task_name', 'run')} result", table), flush=True)
     return record
+
+
+def run_on_checkpoint(
+    prog: str,
+    task: Callable[..., dict[str, Any]],
+    cfg: DictConfig,
+    summary_keys: tuple[str, ...],
+    prepare: Callable[[DictConfig, Restored], dict[str, Any]] | None = None,
+    errors: tuple[type[Exception], ...] = (),
+) -> dict[str, Any]:
+    """Restore ``cfg.ckpt_path`` (``model=`` asserts the architecture), then ``run_task``.
+
+    ``task`` is called as ``task(cfg, restored=..., **prepare(cfg, restored))``. A bad checkpoint,
+    and ``errors`` raised by ``prepare`` (checking the user's inputs), are one-line errors.
+    """
+    from mnistapp.training.checkpoints import CheckpointError, restore
+
+    with user_errors(prog, CheckpointError, *errors):
+        restored = restore(cfg.get("ckpt_path"), cfg.get("model"))
+        extra = prepare(cfg, restored) if prepare else {}
+    return run_task(partial(task, restored=restored, **extra), cfg, summary_keys)
 
 
 def _one_console() -> None:

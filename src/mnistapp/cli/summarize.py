@@ -1,4 +1,4 @@
-"""Summarise a finished (or interrupted) sweep: ``python -m mnistapp.summarize <sweep_dir>``.
+"""Summarise a finished (or interrupted) sweep: ``python -m mnistapp.cli.summarize <sweep_dir>``.
 
 Writes ``summary.csv``, ``summary.md`` and ``summary.png`` into the sweep directory, as the
 end-of-multirun callback does, and prints the table.
@@ -9,13 +9,13 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from mnistapp.summary import NotASweepError, to_markdown, write_summary
+from mnistapp.reporting.sweeps import NotASweepError, to_markdown, write_summary
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Summarise one sweep directory; exit status 2 (with the reason) if it is not one."""
     parser = argparse.ArgumentParser(
-        prog="python -m mnistapp.summarize", description=__doc__.splitlines()[0]
+        prog="python -m mnistapp.cli.summarize", description=__doc__.splitlines()[0]
     )
     parser.add_argument("sweep_dir", help="a multirun directory: outputs/multirun/<date>/<time>")
     args = parser.parse_args(argv)

@@ -1,4 +1,9 @@
-"""Lightning callbacks of the app: :class:`FigureWriter` writes the run's PNG figures."""
+"""Lightning callbacks of the app.
+
+:class:`MisclassifiedDigits` keeps the test digits the model got wrong; :class:`FigureWriter`
+writes the run's PNG figures (and ``tracking.WandbMedia`` logs the same to W&B) from them and
+from the Classifier's test results.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ import copy
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import lightning as L
 import torch
@@ -16,12 +21,57 @@ from torch import nn
 
 log = logging.getLogger(__name__)
 
+C = TypeVar("C", bound=Callback)
+
+
+def find_callback(trainer: L.Trainer, kind: type[C]) -> C | None:
+    """The trainer's first callback of type ``kind``, or None."""
+    return next((c for c in trainer.callbacks if isinstance(c, kind)), None)
+
+
+class MisclassifiedDigits(Callback):
+    """Keep the first ``limit`` misclassified test digits of this rank for figures and W&B.
+
+    ``failures`` holds CPU tensors after testing: ``images`` (normalised, ``[N, H, W]``),
+    ``targets`` and ``preds``; empty when every digit was right. Reads the predictions that
+    ``Classifier.test_step`` returns.
+    """
+
+    def __init__(self, limit: int = 64) -> None:
+        self.limit = limit
+        self.failures: dict[str, torch.Tensor] = {}
+        self._parts: dict[str, list[torch.Tensor]] = {}
+
+    def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.failures, self._parts = {}, {"images": [], "targets": [], "preds": []}
+
+    def on_test_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        kept = sum(len(t) for t in self._parts["targets"])
+        if kept >= self.limit:
+            return
+        (x, y), preds = batch, outputs
+        wrong = (preds != y).nonzero().squeeze(1)[: self.limit - kept]
+        for key, value in (("images", x[:, 0]), ("targets", y), ("preds", preds)):
+            self._parts[key].append(value[wrong].detach().cpu())
+
+    def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.failures = {k: torch.cat(v) for k, v in self._parts.items() if v}
+
 
 class FigureWriter(Callback):
     """Write the figures of docs/EVALUATION.md into ``output_dir``, on rank 0 only.
 
     At the end of fitting: ``curves.png`` and ``kernels.png``. At the end of testing:
-    ``confusion.png``, ``failures.png`` and, with ``tsne``, ``tsne.png`` (penultimate features of
+    ``confusion.png``, ``failures.png`` (from the trainer's :class:`MisclassifiedDigits`, when it
+    has one) and, with ``tsne``, ``tsne.png`` (penultimate features of
     ``tsne_samples`` test digits for a freshly initialised copy and the trained model), plus the
     fit figures when no fit ran before (``eval.py``). Curves come from ``history_csv`` or else the
     trainer's CSVLogger. A figure that fails is logged and skipped: it must not cost the run.
@@ -49,17 +99,18 @@ class FigureWriter(Callback):
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not (self.enabled and trainer.is_global_zero):
             return
-        from mnistapp import plots
+        from mnistapp.reporting import plots
 
         if not self.fitted:
             self._write("curves", lambda: self._curves(trainer))
             self._write("kernels", lambda: self._kernels(pl_module))
-        results = getattr(pl_module, "test_results", {})
+        results = pl_module.test_results
         if "test/confusion" in results:
             self._write("confusion", lambda: plots.confusion_figure(results["test/confusion"]))
-        if hasattr(pl_module, "test_failures"):
+        collector = find_callback(trainer, MisclassifiedDigits)
+        if collector is not None:
             # {} when every test digit was right: the figure then says so
-            wrong = [pl_module.test_failures.get(k, []) for k in ("images", "targets", "preds")]
+            wrong = [collector.failures.get(k, []) for k in ("images", "targets", "preds")]
             self._write("failures", lambda: plots.failures_figure(*wrong))
         if self.tsne:
             self._write("tsne", lambda: self._tsne(trainer, pl_module))
@@ -67,7 +118,7 @@ class FigureWriter(Callback):
     # --- the figures -----------------------------------------------------------------------
 
     def _write(self, name: str, make: Callable[[], Any]) -> None:
-        from mnistapp.plots import save_figure
+        from mnistapp.reporting.plots import save_figure
 
         try:
             fig = make()
@@ -78,7 +129,7 @@ class FigureWriter(Callback):
             log.warning("Could not write %s.png", name, exc_info=True)
 
     def _curves(self, trainer: L.Trainer) -> Any:
-        from mnistapp.plots import curves_figure, read_history
+        from mnistapp.reporting.plots import curves_figure, read_history
 
         path = self.history_csv
         for logger in trainer.loggers:
@@ -91,7 +142,7 @@ class FigureWriter(Callback):
         return curves_figure(read_history(path))
 
     def _kernels(self, pl_module: L.LightningModule) -> Any:
-        from mnistapp.plots import kernels_figure
+        from mnistapp.reporting.plots import kernels_figure
 
         conv = getattr(getattr(pl_module, "net", None), "first_conv", None)
         if conv is None:
@@ -99,7 +150,7 @@ class FigureWriter(Callback):
         return kernels_figure(conv.weight.detach().float().cpu().numpy())
 
     def _tsne(self, trainer: L.Trainer, pl_module: L.LightningModule) -> Any:
-        from mnistapp.plots import tsne_embedding, tsne_figure
+        from mnistapp.reporting.plots import tsne_embedding, tsne_figure
 
         net = getattr(pl_module, "net", None)
         datamodule = trainer.datamodule

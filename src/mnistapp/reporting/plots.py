@@ -24,7 +24,7 @@ from mnistapp.files import atomic_write
 DPI = 110
 CLASS_COLOURS = "tab10"
 CURVE_METRICS = (("loss", "Loss"), ("f1", "Macro F1"))
-STAGES = ("train", "val")
+CURVE_STAGES = ("train", "val")  # test is one point after training, not a curve
 
 
 def save_figure(fig: Figure, path: str | Path) -> Path:
@@ -54,7 +54,7 @@ def read_history(csv_path: str | Path) -> dict[str, list[float]]:
     by_epoch: dict[int, dict[str, float]] = {}
     with open(csv_path, newline="") as f:
         for row in csv.DictReader(f):
-            values = {k: float(v) for k, v in row.items() if v and k.split("/")[0] in STAGES}
+            values = {k: float(v) for k, v in row.items() if v and k.split("/")[0] in CURVE_STAGES}
             if row.get("epoch") and values:
                 by_epoch.setdefault(int(float(row["epoch"])), {}).update(values)
     epochs = sorted(by_epoch)
@@ -69,7 +69,7 @@ def curves_figure(history: Mapping[str, Sequence[float]]) -> Figure:
     fig = Figure(figsize=(10, 4), layout="constrained")
     epochs = np.asarray(history.get("epoch", []), dtype=float) + 1
     for ax, (metric, label) in zip(fig.subplots(1, 2), CURVE_METRICS, strict=True):
-        for stage, style in zip(STAGES, ("o-", "s--"), strict=True):
+        for stage, style in zip(CURVE_STAGES, ("o-", "s--"), strict=True):
             values = history.get(f"{stage}/{metric}")
             if values is not None and not np.all(np.isnan(values)):
                 ax.plot(epochs, values, style, label=stage, markersize=4)

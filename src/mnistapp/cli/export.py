@@ -1,6 +1,6 @@
-"""``python -m mnistapp.export ckpt_path=<file> format=onnx|torchscript``: a deployable model.
+"""``mnistapp-export ckpt_path=<file> format=onnx|torchscript``: a deployable model.
 
-The exported model is the bare network: input ``image`` float ``[batch, 1, 28, 28]`` normalised
+The exported model is the bare network: input ``image`` float ``[batch, 1, H, W]`` normalised
 with the training mean/std (recorded in the file's metadata), output ``logits [batch, 10]``; the
 batch axis is dynamic. After writing, the file is loaded back (onnxruntime for ONNX) and compared
 with PyTorch on a batch of test digits; a difference above ``tolerance`` fails the export.
@@ -11,19 +11,18 @@ from __future__ import annotations
 import json
 import logging
 import warnings
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import hydra
 from omegaconf import DictConfig
 
-from mnistapp.results import run_task, user_errors
+from mnistapp.cli.task import run_on_checkpoint
 
 if TYPE_CHECKING:
     import torch
 
-    from mnistapp.checkpoints import Restored
+    from mnistapp.training.checkpoints import Restored
 
 log = logging.getLogger(__name__)
 
@@ -35,12 +34,16 @@ class ExportError(RuntimeError):
     """The exported model does not reproduce PyTorch's outputs."""
 
 
+class FormatError(ValueError):
+    """``format=`` names no export format."""
+
+
 def verification_batch(cfg: DictConfig, restored: Restored) -> tuple[torch.Tensor, str]:
     """Normalised test digits when MNIST is at hand (never downloaded here), else noise."""
     import torch
     from hydra.utils import instantiate
 
-    from mnistapp.data import DataSourceError
+    from mnistapp.data.sources import DataSourceError
 
     n = cfg.verify_batch
     try:
@@ -52,7 +55,8 @@ def verification_batch(cfg: DictConfig, restored: Restored) -> tuple[torch.Tenso
     except (DataSourceError, OSError, ValueError) as err:
         log.warning("MNIST is not available (%s); verifying on random images", err)
         generator = torch.Generator().manual_seed(0)
-        images = torch.randint(0, 256, (n, 28, 28), dtype=torch.uint8, generator=generator)
+        size = restored.image_size
+        images = torch.randint(0, 256, (n, size, size), dtype=torch.uint8, generator=generator)
         source = "random images"
     return restored.normalize(images.cpu()), source
 
@@ -121,7 +125,7 @@ def export(cfg: DictConfig, restored: Restored) -> dict[str, Any]:
     meta = {
         "model": restored.model_name,
         "checkpoint": str(restored.path),
-        "input": "image: float [batch, 1, 28, 28], (pixel/255 - mean) / std",
+        "input": f"image: float [batch, 1, {x.shape[-2]}, {x.shape[-1]}], (pixel/255 - mean) / std",
         **restored.normalization,
     }
     # a batch of 2 to trace with, so the exporter cannot mistake the batch size for a constant
@@ -143,18 +147,17 @@ def export(cfg: DictConfig, restored: Restored) -> dict[str, Any]:
     }
 
 
+def check_format(cfg: DictConfig, restored: Restored) -> dict[str, Any]:
+    """Refuse an unknown ``format=`` before anything is written."""
+    if cfg.format not in FORMATS:
+        raise FormatError(f"format must be one of {sorted(FORMATS)}, not {cfg.format}")
+    return {}
+
+
 @hydra.main(version_base="1.3", config_path="pkg://mnistapp.conf", config_name="export")
 def main(cfg: DictConfig) -> None:
-    """``python -m mnistapp.export ckpt_path=<file> format=onnx|torchscript [output=<file>]``."""
-    from mnistapp.checkpoints import CheckpointError, restore
-
-    if cfg.format not in FORMATS:
-        raise SystemExit(
-            f"export: error: format must be one of {sorted(FORMATS)}, not {cfg.format}"
-        )
-    with user_errors("export", CheckpointError):
-        restored = restore(cfg.get("ckpt_path"), cfg.get("model"))
-    run_task(partial(export, restored=restored), cfg, RESULT_KEYS)
+    """``mnistapp-export ckpt_path=<file> format=onnx|torchscript [output=<file>]``."""
+    run_on_checkpoint("export", export, cfg, RESULT_KEYS, check_format, errors=(FormatError,))
 
 
 if __name__ == "__main__":

@@ -21,7 +21,8 @@ import torch
 from torch import nn
 
 from mnistapp import models
-from mnistapp.module import Classifier
+from mnistapp.data.transforms import normalize
+from mnistapp.training.module import Classifier
 
 log = logging.getLogger(__name__)
 
@@ -41,19 +42,22 @@ class Restored:
 
     @property
     def model_name(self) -> str:
-        """The model's class name, e.g. ``LeNet5``."""
-        return type(self.module.net).__name__
+        """The model's config name as in training (``lenet``); its class name if not recorded."""
+        return self.module.hparams.get("model_name") or type(self.module.net).__name__
 
     @property
     def normalization(self) -> dict[str, float]:
         """The ``mean``/``std`` the model was trained with (MNIST's when not recorded)."""
         return {k: self.data_hparams[k] for k in ("mean", "std") if k in self.data_hparams}
 
+    @property
+    def image_size(self) -> int:
+        """The side of the square images the model was trained on."""
+        return int(self.data_hparams.get("image_size", 28))
+
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 ``[B, H, W]`` → model input ``[B, 1, H, W]``, exactly as in training."""
-        from mnistapp.data import MNISTDataModule
-
-        return MNISTDataModule(**self.normalization).normalize(images)
+        return normalize(images, **self.normalization)
 
 
 def _describe(err: BaseException) -> str:
@@ -165,7 +169,12 @@ def restore(path: str | Path | None, model_config: Mapping[str, Any] | None = No
     else:
         raise CheckpointError(f"{path} records no model config: name it, e.g. model=lenet")
 
-    module = Classifier(net, num_classes=hparams.get("num_classes", 10), net_config=net_config)
+    module = Classifier(
+        net,
+        num_classes=hparams.get("num_classes", 10),
+        net_config=net_config,
+        model_name=hparams.get("model_name"),
+    )
     problem = _mismatch(module.state_dict(), checkpoint["state_dict"])
     if problem:
         raise CheckpointError(f"{path} does not fit {type(net).__name__}: {problem}")

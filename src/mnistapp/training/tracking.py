@@ -18,7 +18,8 @@ from urllib.parse import urlsplit
 import lightning as L
 from lightning.pytorch.loggers import WandbLogger
 
-from mnistapp.results import is_multirun, is_rank_zero
+from mnistapp.runtime import is_multirun, is_rank_zero
+from mnistapp.training.callbacks import MisclassifiedDigits, find_callback
 
 if TYPE_CHECKING:
     from wandb.sdk.wandb_run import Run
@@ -169,26 +170,32 @@ def finish_runs(exit_code: int = 0) -> None:
 class WandbMedia(L.Callback):
     """After testing, log the confusion matrix, misclassified digits and per-class F1 to W&B.
 
-    Does nothing unless a :class:`WandbLogger` is attached; a failure is only a warning.
+    Does nothing unless a :class:`WandbLogger` is attached; a failure is only a warning. The
+    digits come from the trainer's :class:`MisclassifiedDigits` callback, when it has one.
     """
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         loggers = [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)]
         if not loggers or not trainer.is_global_zero:
             return
+        collector = find_callback(trainer, MisclassifiedDigits)
+        failures = collector.failures if collector is not None else {}
         try:
-            self._log(loggers, trainer.global_step, pl_module)
+            self._log(loggers, trainer.global_step, pl_module.test_results, failures)
         except Exception as err:
             log.warning("W&B: could not log the test media: %s: %s", type(err).__name__, err)
 
     @staticmethod
-    def _log(loggers: list[WandbLogger], step: int, pl_module: L.LightningModule) -> None:
+    def _log(
+        loggers: list[WandbLogger],
+        step: int,
+        results: dict[str, Any],
+        failures: dict[str, Any],
+    ) -> None:
         import matplotlib.pyplot as plt
 
-        from mnistapp.plots import confusion_figure, failures_figure
+        from mnistapp.reporting.plots import confusion_figure, failures_figure
 
-        results = getattr(pl_module, "test_results", {})
-        failures = getattr(pl_module, "test_failures", {})
         figures = {}
         if "test/confusion" in results:
             figures["test/confusion_matrix"] = confusion_figure(results["test/confusion"])

@@ -1,0 +1,54 @@
+"""Run records: ``metrics.json`` written and read back, and the result table printed at the end."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from mnistapp.files import atomic_write
+
+METRICS_FILE = "metrics.json"
+
+
+def write_metrics(run_dir: str | Path, record: Mapping[str, Any]) -> Path:
+    """Write ``record`` as ``<run_dir>/metrics.json``, atomically: readers never see half a file."""
+    path = Path(run_dir) / METRICS_FILE
+    atomic_write(path, (json.dumps(record, indent=2, default=str) + "\n").encode())
+    return path
+
+
+def read_metrics(run_dir: str | Path) -> dict[str, Any]:
+    """Read ``<run_dir>/metrics.json``."""
+    return json.loads((Path(run_dir) / METRICS_FILE).read_text())
+
+
+def scalar_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """The one-element tensors of ``trainer.callback_metrics`` as floats, sorted by name."""
+    return {k: v.item() for k, v in sorted(metrics.items()) if v.numel() == 1}
+
+
+def format_value(value: Any) -> str:
+    """A record value for tables: counts with thousands separators, scores to 4 places."""
+    if value is None or value == "":
+        return ""
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return str(value)
+        return f"{value:.4f}" if abs(value) <= 1 else f"{value:.2f}"
+    return str(value)
+
+
+def format_table(title: str, rows: Mapping[str, Any]) -> str:
+    """A two-column text table, the one printed at the end of a run."""
+    shown = {k: v for k, v in rows.items() if v is not None}
+    width = max(map(len, shown), default=0)
+    lines = [f"── {title} " + "─" * max(0, 44 - len(title))]
+    lines += [f"  {key:<{width}}  {format_value(value)}" for key, value in shown.items()]
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""Training: the LightningModule, its callbacks, W&B tracking and safe checkpoint loading."""

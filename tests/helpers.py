@@ -1,0 +1,118 @@
+"""Test helpers: tiny but valid MNIST IDX files, a runner for the real command line, PNG checks."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from mnistapp.data.sources import idx_bytes
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def synthetic_digits(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Learnable 28x28 uint8 images: class k is a bright 6x6 block at its own place, plus noise."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % 10
+    rng.shuffle(labels)
+    images = rng.integers(0, 60, size=(n, 28, 28), dtype=np.uint8)
+    for i, k in enumerate(labels):
+        r, c = 2 + (k // 5) * 12, 2 + (k % 5) * 5
+        images[i, r : r + 6, c : c + 6] = rng.integers(200, 256, size=(6, 6), dtype=np.uint8)
+    return images, labels.astype(np.uint8)
+
+
+def write_idx_dataset(data_dir: Path, n_train: int = 600, n_test: int = 200) -> Path:
+    """Write the four IDX files under ``<data_dir>/MNIST/raw``; return ``data_dir``."""
+    raw = data_dir / "MNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    for prefix, n, seed in (("train", n_train, 0), ("t10k", n_test, 1)):
+        images, labels = synthetic_digits(n, seed)
+        (raw / f"{prefix}-images-idx3-ubyte").write_bytes(idx_bytes(images))
+        (raw / f"{prefix}-labels-idx1-ubyte").write_bytes(idx_bytes(labels))
+    return data_dir
+
+
+def tiny_overrides(data_dir: Path, log_dir: Path) -> list[str]:
+    """Overrides that point a run at the tiny data, offline, on the CPU, quickly."""
+    return [
+        f"paths.data_dir={data_dir}",
+        f"paths.log_dir={log_dir}",
+        "data.download=false",
+        "data.verify=false",
+        "data.val_size=100",
+        "data.batch_size=32",
+        "data.eval_batch_size=100",
+        "trainer.accelerator=cpu",
+        "trainer.max_epochs=2",
+        "trainer.enable_model_summary=false",
+        "callbacks.progress_bar=null",
+    ]
+
+
+def _run_python(
+    argv: list[str], timeout: int, check: bool, env: dict[str, str] | None
+) -> subprocess.CompletedProcess[str]:
+    full_env = {
+        **os.environ,
+        "PYTHONUNBUFFERED": "1",
+        "HYDRA_FULL_ERROR": "1",
+        "WANDB_MODE": "offline",
+        **(env or {}),
+    }
+    proc = subprocess.run(
+        [sys.executable, *argv],
+        cwd=ROOT,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(argv)} failed:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def run_cli(
+    script: str,
+    *args: str,
+    timeout: int = 300,
+    check: bool = True,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python <script> args...`` from the repository like a user would (``env`` added)."""
+    return _run_python([str(ROOT / script), *args], timeout, check, env)
+
+
+def run_module(
+    module: str, *args: str, timeout: int = 300, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m <module> args...`` from the repository."""
+    return _run_python(["-m", module, *args], timeout, check, None)
+
+
+def train_tiny(data_dir: Path, log_dir: Path, *extra: str) -> Path:
+    """Train the tiny LeNet with ``train.py``; return its run directory."""
+    run_cli("train.py", *tiny_overrides(data_dir, log_dir), *extra)
+    (metrics,) = log_dir.glob("*/*/metrics.json")
+    return metrics.parent
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def assert_png(path: Path, min_kb: float = 8) -> None:
+    """``path`` is a PNG of at least ``min_kb`` KB that PIL decodes."""
+    from PIL import Image
+
+    data = path.read_bytes()
+    assert data.startswith(PNG_SIGNATURE), path
+    assert len(data) > min_kb * 1024, (path, len(data))
+    with Image.open(path) as image:
+        image.verify()
+    with Image.open(path) as image:
+        assert image.width > 300 and image.height > 150, image.size
