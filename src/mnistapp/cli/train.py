@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import hydra
@@ -42,8 +43,22 @@ def _instantiate_all(nodes: DictConfig | None) -> list[Any]:
     return [obj for obj in objects if obj is not None]
 
 
-def train(cfg: DictConfig) -> dict[str, Any]:
-    """Fit the configured model, test its best checkpoint and return the run's figures."""
+@dataclass
+class Run:
+    """Everything ``python train.py`` builds from a config, before it fits."""
+
+    datamodule: Any  # a LightningDataModule
+    module: Any  # the Classifier
+    trainer: Any  # the lightning.Trainer
+    info: dict[str, Any]  # model name and parameter counts, for the record
+
+
+def build(cfg: DictConfig, model_name: str | None = None) -> Run:
+    """Seed, then instantiate the DataModule, Classifier, callbacks, loggers and Trainer.
+
+    The one place the training run is assembled: ``train`` fits what it returns, and the
+    benchmarks time exactly this path. ``model_name`` defaults to Hydra's ``model=`` choice.
+    """
     import lightning as L
     import torch
     from hydra.utils import instantiate
@@ -60,7 +75,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     datamodule: L.LightningDataModule = instantiate(cfg.data)
     net = instantiate(cfg.model)
     trainable, total = count_parameters(net)
-    model_name = hydra_choice("model")
+    model_name = model_name or hydra_choice("model")
     module = Classifier(
         net,
         optimizer=instantiate(cfg.optimizer),
@@ -75,16 +90,22 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         # LearningRateMonitor refuses a logger-less trainer (W&B off, or a DDP rank other than 0)
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
-    run_info = {"model": model_name, "params_trainable": trainable, "params_total": total}
+    info = {"model": model_name, "params_trainable": trainable, "params_total": total}
     for logger in trainer.loggers:
-        logger.log_hyperparams({"config": OmegaConf.to_container(cfg, resolve=True), **run_info})
+        logger.log_hyperparams({"config": OmegaConf.to_container(cfg, resolve=True), **info})
+    return Run(datamodule, module, trainer, info)
 
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Fit the configured model, test its best checkpoint and return the run's figures."""
+    run = build(cfg)
+    datamodule, module, trainer = run.datamodule, run.module, run.trainer
     start = time.perf_counter()
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     fit_time = time.perf_counter() - start
     epochs = trainer.current_epoch
     record: dict[str, Any] = {
-        **run_info,
+        **run.info,
         "epochs": epochs,
         "fit_time_s": round(fit_time, 2),
         "epoch_time_s": round(fit_time / max(epochs, 1), 2),
