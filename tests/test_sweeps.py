@@ -189,6 +189,39 @@ def test_joblib_runs_jobs_in_parallel_each_in_its_own_dir(tiny_data: Path, tmp_p
     assert run_dirs == {str(sweep_dir / "0"), str(sweep_dir / "1")}
 
 
+def test_ddp_inside_a_sweep_runs_each_job_once_in_its_own_dir(
+    tiny_data: Path, tmp_path: Path
+) -> None:
+    # Rank 1 used to re-run the whole sweep (a stray sweep folder), and the second job found
+    # the first job's DDP variables and process group still there.
+    proc = run_cli(
+        "train.py",
+        "-m",
+        "trainer=ddp_cpu",
+        *tiny_overrides(tiny_data, tmp_path),
+        *FAST,
+        "model.width=8,16",
+        timeout=600,
+    )
+    sweep_dir = _sweep_dir(tmp_path)  # exactly one sweep folder
+    assert sorted(p.name for p in sweep_dir.iterdir() if p.is_dir()) == ["0", "1"]
+    assert list(tmp_path.glob("*/*/.hydra")) == []  # and no single-run folder beside it
+    assert (
+        proc.stdout.count("Initializing distributed")
+        + proc.stderr.count("Initializing distributed")
+        == 4
+    ), "each job should start its own 2 ranks"
+    for job in "01":
+        metrics = json.loads((sweep_dir / job / "metrics.json").read_text())
+        assert metrics["status"] == "ok", metrics.get("error")
+        # metrics reduced across both ranks: all 200 test digits in the confusion matrix
+        assert sum(map(sum, metrics["test/confusion"])) == 200
+        # only rank 0 writes the job's files; rank 1 logs to its own file only
+        assert (sweep_dir / job / "train_ddp_process_1.log").is_file()
+        assert [p.name for p in (sweep_dir / job).glob("*/.hydra")] == []
+    assert [row["status"] for row in _rows(sweep_dir)] == ["ok", "ok"]
+
+
 def test_submitit_local_runs_the_cluster_path(tiny_data: Path, tmp_path: Path) -> None:
     # one job: submitit's polling makes each job slow to collect, and the path is the same
     run_cli(

@@ -98,7 +98,14 @@ def build(cfg: DictConfig, model_name: str | None = None) -> Run:
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit the configured model, test its best checkpoint and return the run's figures."""
-    run = build(cfg)
+    from mnistapp.training.ddp import ddp_runs_this_job
+
+    with ddp_runs_this_job():
+        return fit_and_test(cfg, build(cfg))
+
+
+def fit_and_test(cfg: DictConfig, run: Run) -> dict[str, Any]:
+    """Fit ``run``, test its best checkpoint when ``cfg.test``; return the record."""
     datamodule, module, trainer = run.datamodule, run.module, run.trainer
     start = time.perf_counter()
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))

@@ -1,0 +1,73 @@
+"""DDP inside a Hydra multirun: each job's child processes run that job, not the whole sweep.
+
+Lightning starts the ranks above 0 by running the command line again (``sys.argv``) with
+``hydra.run.dir`` set. In a multirun that command line is the sweep (``-m model.width=8,16``), so
+each child ran the whole sweep again, into a stray sweep folder of its own. And the variables
+Lightning exports for the children (``LOCAL_RANK``, ``WORLD_SIZE``, ...) stayed in the sweep's
+process, so the next job believed its processes were started by a cluster and launched none; its
+process group, too, stayed open to the finished job's children.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+from mnistapp.runtime import is_multirun
+
+# Set by Lightning's subprocess launcher in the process that starts the children.
+LAUNCH_VARIABLES = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
+
+
+def job_command(local_rank: int) -> tuple[Sequence[str], str]:
+    """This multirun job as a single run in its own folder: what DDP rank ``local_rank`` runs."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.utils import get_original_cwd, to_absolute_path
+
+    import __main__
+
+    hydra_cfg = HydraConfig.get()
+    if __main__.__spec__ is None:  # python train.py
+        command = [sys.executable, to_absolute_path(sys.argv[0])]
+    else:  # python -m mnistapp.cli.train, mnistapp-train
+        command = [sys.executable, "-m", __main__.__spec__.name]
+    command += list(hydra_cfg.overrides.task)  # the job's own values, one per swept key
+    command += [
+        f'hydra.run.dir="{hydra_cfg.runtime.output_dir}"',
+        f"hydra.job.name=train_ddp_process_{local_rank}",
+        # rank 0 already wrote the job's .hydra/ folder
+        "hydra.output_subdir=null",
+    ]
+    return command, get_original_cwd()
+
+
+@contextmanager
+def ddp_runs_this_job() -> Iterator[None]:
+    """Around a multirun job's fit and test: children run the job, and leave nothing behind.
+
+    Outside a multirun it does nothing: Lightning's own command (the single run again, in the
+    same folder) is right there.
+    """
+    if not is_multirun():
+        yield
+        return
+    from lightning.pytorch.strategies.launchers import subprocess_script
+
+    saved = {name: os.environ.get(name) for name in LAUNCH_VARIABLES}
+    lightnings = subprocess_script._hydra_subprocess_cmd
+    subprocess_script._hydra_subprocess_cmd = job_command
+    try:
+        yield
+    finally:
+        subprocess_script._hydra_subprocess_cmd = lightnings
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
