@@ -20,6 +20,7 @@ from mnistapp.models import (
     BaselineCNN,
     Conv10k,
     DeeperCNN,
+    FastCNN,
     InceptionCNN,
     LeNet5,
     SeparableCNN,
@@ -29,8 +30,18 @@ from mnistapp.models import (
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "conf" / "model"
 DOCS = ROOT / "docs" / "MODELS.md"
-NAMES = ["mlp", "lenet", "cnn", "baseline_cnn", "tiny_cnn", "conv_10k", "separable", "inception"]
-CLASSES = [MLP, LeNet5, DeeperCNN, BaselineCNN, Conv10k, SeparableCNN, InceptionCNN]
+NAMES = [
+    "mlp",
+    "lenet",
+    "cnn",
+    "fast_cnn",
+    "baseline_cnn",
+    "tiny_cnn",
+    "conv_10k",
+    "separable",
+    "inception",
+]
+CLASSES = [MLP, LeNet5, DeeperCNN, FastCNN, BaselineCNN, Conv10k, SeparableCNN, InceptionCNN]
 MNIST = {"num_classes": 10, "channels": 1, "image_size": 28}
 
 

@@ -130,3 +130,23 @@ def test_runs_without_any_logger_and_overfit_preset(tiny_data: Path, tmp_path: P
     run_cli("train.py", *tiny_overrides(tiny_data, out), "debug=overfit", "trainer.max_epochs=10")
     metrics = json.loads((_single_run_dir(out) / "metrics.json").read_text())
     assert metrics["status"] == "ok" and metrics["train/loss"] < 0.5
+
+
+def test_speedrun_experiment_composes_and_trains(tiny_data: Path, tmp_path: Path) -> None:
+    cfg = yaml.safe_load(run_cli("train.py", "experiment=speedrun", "--cfg", "job").stdout)
+    assert cfg["model"]["_target_"] == "mnistapp.models.FastCNN"
+    assert cfg["data"]["batch_size"] == 256 and cfg["trainer"]["max_epochs"] == 1
+    assert cfg["optimizer"]["lr"] == 0.01 and cfg["optimizer"]["betas"] == [0.7, 0.9]
+    one_cycle = cfg["scheduler"]["scheduler"]
+    assert one_cycle["_target_"].endswith("OneCycleLR") and one_cycle["max_lr"] == 0.01
+    # a few steps of the same recipe on the tiny data, on the CPU
+    run_cli(
+        "train.py",
+        "experiment=speedrun",
+        *tiny_overrides(tiny_data, tmp_path),
+        "trainer.max_epochs=1",
+        "+trainer.limit_train_batches=4",
+    )
+    metrics = json.loads((_single_run_dir(tmp_path) / "metrics.json").read_text())
+    assert metrics["status"] == "ok" and metrics["model"] == "fast_cnn"
+    assert metrics["epochs"] == 1 and metrics["params_total"] == 215_194

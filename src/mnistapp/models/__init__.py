@@ -6,7 +6,7 @@ Every model maps ``[B, C, H, W]`` images to raw logits ``[B, num_classes]``, exp
 
 from mnistapp.models.base import ZooModel, count_parameters
 from mnistapp.models.baseline import BaselineCNN
-from mnistapp.models.cnn import DeeperCNN
+from mnistapp.models.cnn import DeeperCNN, FastCNN
 from mnistapp.models.compact import Conv10k, InceptionCNN, SeparableCNN
 from mnistapp.models.lenet import LeNet5
 from mnistapp.models.mlp import MLP
@@ -16,6 +16,7 @@ __all__ = [
     "BaselineCNN",
     "Conv10k",
     "DeeperCNN",
+    "FastCNN",
     "InceptionCNN",
     "LeNet5",
     "SeparableCNN",
