@@ -150,3 +150,24 @@ def test_speedrun_experiment_composes_and_trains(tiny_data: Path, tmp_path: Path
     metrics = json.loads((_single_run_dir(tmp_path) / "metrics.json").read_text())
     assert metrics["status"] == "ok" and metrics["model"] == "fast_cnn"
     assert metrics["epochs"] == 1 and metrics["params_total"] == 215_194
+
+
+def test_two_runs_started_together_get_their_own_folders(tiny_data: Path, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from tests.helpers import ROOT
+
+    argv = [
+        sys.executable,
+        str(ROOT / "train.py"),
+        *tiny_overrides(tiny_data, tmp_path),
+        "trainer.max_epochs=1",
+        "plots.enabled=false",
+    ]
+    procs = [subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL) for _ in range(2)]
+    assert [proc.wait(timeout=300) for proc in procs] == [0, 0]
+    records = [json.loads(p.read_text()) for p in tmp_path.glob("*/*/metrics.json")]
+    assert len(records) == 2 and all(r["status"] == "ok" for r in records)
+    assert records[0]["run_dir"] != records[1]["run_dir"]
+    assert all(len(list(Path(r["run_dir"], "checkpoints").glob("*-v1.ckpt"))) == 0 for r in records)
