@@ -5,7 +5,7 @@
 Each repetition starts ``train.py`` (one training batch, no test, no figures) with a callback
 from this file that writes the wall-clock time of the first ``on_train_batch_start``; the figure
 is that time minus the moment just before the process was started. Beside it, interleaved, the
-floor no app can beat: ``python -c "import lightning, torchvision"``. Medians are printed as a
+floor no app can beat: ``python -c "import lightning.pytorch"``. Medians are printed as a
 markdown table; MNIST must already be in ``--data-dir`` (the first run materialises it otherwise,
 which the warm-up repetition absorbs).
 """
@@ -62,9 +62,9 @@ def first_step_s(data_dir: str, extra: list[str], scratch: Path) -> float:
 
 
 def import_floor_s() -> float:
-    """Seconds to start Python and import Lightning and torchvision: the floor for any app."""
+    """Seconds to start Python and import Lightning: the floor for any Lightning app."""
     start = time.time()
-    subprocess.run([sys.executable, "-c", "import lightning, torchvision"], check=True)
+    subprocess.run([sys.executable, "-c", "import lightning.pytorch"], check=True)
     return time.time() - start
 
 
@@ -74,14 +74,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data-dir", default="data")
     parser.add_argument("overrides", nargs="*", help="extra train.py overrides")
     args = parser.parse_args(argv)
-    times: dict[str, list[float]] = {"first training step": [], "import lightning": []}
+    times: dict[str, list[float]] = {"first training step": [], "import lightning.pytorch": []}
     with tempfile.TemporaryDirectory() as tmp:
         scratch = Path(tmp)
         first_step_s(args.data_dir, args.overrides, scratch)  # warm-up: caches, data, stamps
         for _ in range(args.repeats):
             step = first_step_s(args.data_dir, args.overrides, scratch)
             times["first training step"].append(step)
-            times["import lightning"].append(import_floor_s())
+            times["import lightning.pytorch"].append(import_floor_s())
     print("| from process start to | median s | min s | max s |\n|---|--:|--:|--:|")
     for name, values in times.items():
         low, mid, high = min(values), statistics.median(values), max(values)
