@@ -89,10 +89,14 @@ def run_cli(
 
 
 def run_module(
-    module: str, *args: str, timeout: int = 300, check: bool = True
+    module: str,
+    *args: str,
+    timeout: int = 300,
+    check: bool = True,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m <module> args...`` from the repository."""
-    return _run_python(["-m", module, *args], timeout, check, None)
+    """Run ``python -m <module> args...`` from the repository (``env`` added)."""
+    return _run_python(["-m", module, *args], timeout, check, env)
 
 
 def train_tiny(data_dir: Path, log_dir: Path, *extra: str) -> Path:

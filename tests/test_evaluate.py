@@ -131,3 +131,23 @@ def test_missing_and_non_checkpoint_files(tmp_path: Path) -> None:
     for path, message in cases.items():
         with pytest.raises(CheckpointError, match=message):
             restore(path)
+
+
+def test_training_resumes_only_from_a_safe_checkpoint(
+    trained_run: Path, tiny_data: Path, tmp_path: Path
+) -> None:
+    overrides = tiny_overrides(tiny_data, tmp_path)
+    run_cli(
+        "train.py",
+        *overrides,
+        f"ckpt_path={trained_run}/checkpoints/last.ckpt",
+        "trainer.max_epochs=3",
+    )
+    (metrics,) = tmp_path.glob("*/*/metrics.json")
+    record = json.loads(metrics.read_text())
+    assert record["status"] == "ok" and record["epochs"] == 3  # went on from epoch 2
+    marker = tmp_path / "pwned"
+    evil = _malicious_files(tmp_path, marker)["zip"]
+    proc = run_cli("train.py", *overrides, f"ckpt_path={evil}", check=False)
+    assert proc.returncode != 0 and "Weights only load failed" in proc.stderr
+    assert not marker.exists()

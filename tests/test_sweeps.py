@@ -122,7 +122,7 @@ def test_a_failing_job_is_summarised_and_fails_the_exit_status(
         "-m",
         *tiny_overrides(tiny_data, tmp_path),
         *FAST,
-        "optimizer.lr=0.05,nan,0.1",  # a NaN learning rate diverges
+        "optimizer.lr=0.05,nan,0.1",  # a NaN learning rate is refused
         check=False,
     )
     assert proc.returncode != 0
@@ -130,10 +130,10 @@ def test_a_failing_job_is_summarised_and_fails_the_exit_status(
     sweep_dir = _sweep_dir(tmp_path)
     rows = _rows(sweep_dir)
     assert [row["status"] for row in rows] == ["ok", "failed", "ok"]
-    assert "FloatingPointError" in rows[1]["error"]
+    assert rows[1]["error"] == "ConfigError: optimizer.lr must be a finite number > 0 (got nan)"
     markdown = (sweep_dir / "summary.md").read_text()
     assert "3 jobs: 2 ok, 1 failed." in markdown
-    assert "- job 1 (`optimizer.lr=nan`): FloatingPointError" in markdown
+    assert "- job 1 (`optimizer.lr=nan`): ConfigError: optimizer.lr must be" in markdown
     assert (sweep_dir / "summary.png").is_file()
 
 

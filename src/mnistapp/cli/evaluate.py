@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import hydra
 from omegaconf import DictConfig
 
-from mnistapp.cli.task import run_on_checkpoint
+from mnistapp.cli.task import entry_point, run_on_checkpoint
 from mnistapp.reporting.records import scalar_metrics
 
 if TYPE_CHECKING:
@@ -63,10 +63,13 @@ def evaluate(cfg: DictConfig, restored: Restored) -> dict[str, Any]:
 
 
 @hydra.main(version_base="1.3", config_path="pkg://mnistapp.conf", config_name="eval")
-def main(cfg: DictConfig) -> None:
+def hydra_main(cfg: DictConfig) -> None:
     """``python eval.py ckpt_path=<file> [model=<name>] [data/trainer overrides]``."""
     run_on_checkpoint("eval", evaluate, cfg, RESULT_KEYS)
 
+
+# the console script and `python -m`: Hydra's own errors become one line (cli.task)
+main = entry_point("eval", hydra_main)
 
 if __name__ == "__main__":
     main()

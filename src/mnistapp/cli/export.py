@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import hydra
 from omegaconf import DictConfig
 
-from mnistapp.cli.task import run_on_checkpoint
+from mnistapp.cli.task import entry_point, run_on_checkpoint
 
 if TYPE_CHECKING:
     import torch
@@ -155,10 +155,13 @@ def check_format(cfg: DictConfig, restored: Restored) -> dict[str, Any]:
 
 
 @hydra.main(version_base="1.3", config_path="pkg://mnistapp.conf", config_name="export")
-def main(cfg: DictConfig) -> None:
+def hydra_main(cfg: DictConfig) -> None:
     """``mnistapp-export ckpt_path=<file> format=onnx|torchscript [output=<file>]``."""
     run_on_checkpoint("export", export, cfg, RESULT_KEYS, check_format, errors=(FormatError,))
 
+
+# the console script and `python -m`: Hydra's own errors become one line (cli.task)
+main = entry_point("export", hydra_main)
 
 if __name__ == "__main__":
     main()

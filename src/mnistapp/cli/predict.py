@@ -16,7 +16,7 @@ import hydra
 import numpy as np
 from omegaconf import DictConfig
 
-from mnistapp.cli.task import run_on_checkpoint
+from mnistapp.cli.task import entry_point, run_on_checkpoint
 from mnistapp.data.inputs import InputError, find_inputs, iter_digits
 from mnistapp.files import atomic_write
 
@@ -80,10 +80,13 @@ def predict(
 
 
 @hydra.main(version_base="1.3", config_path="pkg://mnistapp.conf", config_name="predict")
-def main(cfg: DictConfig) -> None:
+def hydra_main(cfg: DictConfig) -> None:
     """``mnistapp-predict ckpt_path=<file> inputs=<file|dir|glob>``."""
     run_on_checkpoint("predict", predict, cfg, RESULT_KEYS, read_inputs, errors=(InputError,))
 
+
+# the console script and `python -m`: Hydra's own errors become one line (cli.task)
+main = entry_point("predict", hydra_main)
 
 if __name__ == "__main__":
     main()

@@ -1,25 +1,36 @@
 """What every entry point shares: run a task into ``metrics.json``, and one-line user errors.
 
-:func:`run_task` is the task wrapper of train, eval, predict and export: it runs the task, writes
-its record (also when it fails) and prints the result table. :func:`run_on_checkpoint` adds the
-step eval, predict and export share before it: restoring ``ckpt_path`` safely.
+:func:`run_task` is the task wrapper of train, eval, predict and export: it checks the config
+(:mod:`mnistapp.cli.validation`), runs the task, writes its record (also when it fails) and
+prints the result table. :func:`run_on_checkpoint` adds the step eval, predict and export share
+before it: restoring ``ckpt_path`` safely. :func:`entry_point` wraps each Hydra ``main`` so that
+Hydra's own errors (an unknown option or key, bad override syntax) are one line too.
+
+A user's mistake is one line on stderr, ``<prog>: error: <what>``, and exit status 2, with no
+traceback; ``HYDRA_FULL_ERROR=1`` shows everything, for developers.
 """
 
 from __future__ import annotations
 
+import difflib
+import functools
 import logging
+import os
+import sys
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from omegaconf import DictConfig
 
+from mnistapp.cli.validation import ConfigError, check
 from mnistapp.reporting.records import format_table, write_metrics
 from mnistapp.runtime import is_multirun, is_rank_zero
+from mnistapp.training import DivergedError
 
 if TYPE_CHECKING:
     from mnistapp.training.checkpoints import Restored
@@ -27,13 +38,99 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+def fail(prog: str, message: object) -> NoReturn:
+    """Print ``<prog>: error: <message>`` on stderr and exit with status 2."""
+    print(f"{prog}: error: {message}", file=sys.stderr, flush=True)
+    raise SystemExit(2)
+
+
 @contextmanager
 def user_errors(prog: str, *errors: type[Exception]) -> Iterator[None]:
-    """Turn ``errors`` (a user's mistake, not a bug) into one line on stderr and exit status 1."""
+    """Turn ``errors`` (a user's mistake, not a bug) into one line on stderr and exit status 2."""
     try:
         yield
     except errors as err:
-        raise SystemExit(f"{prog}: error: {err}") from None
+        fail(prog, err)
+
+
+def entry_point(prog: str, hydra_main: Callable[[], Any]) -> Callable[[], Any]:
+    """``hydra_main`` (a ``@hydra.main`` function) with Hydra's own errors as one line.
+
+    With ``HYDRA_FULL_ERROR=1`` Hydra raises its errors instead of printing a screen of them, so
+    they are caught here and shortened; a developer who set it sees them whole.
+    """
+    from hydra.errors import ConfigCompositionException, OverrideParseException
+
+    @functools.wraps(hydra_main)
+    def main() -> Any:
+        developer = os.environ.get("HYDRA_FULL_ERROR") == "1"
+        os.environ["HYDRA_FULL_ERROR"] = "1"
+        try:
+            return hydra_main()
+        except (ConfigCompositionException, OverrideParseException) as err:
+            if developer:
+                raise
+            fail(prog, hydra_error_message(err))
+
+    return main
+
+
+def hydra_error_message(err: Exception) -> str:
+    """One line for a Hydra composition error, listing what would have been valid."""
+    from hydra.errors import MissingConfigException, OverrideParseException
+
+    if isinstance(err, MissingConfigException) and err.options and err.missing_cfg_file:
+        group, _, name = str(err.missing_cfg_file).rpartition("/")
+        hint = _did_you_mean(name, err.options)
+        return f"{group}={name} is not an option{hint}; {group} is one of: {', '.join(err.options)}"
+    cause = err.__cause__
+    parent = getattr(cause, "parent_node", None)
+    key = getattr(cause, "key", None)
+    if key is not None and parent is not None and "not in struct" in str(cause):
+        full_key = str(getattr(cause, "full_key", key))
+        known = [str(k) for k in parent if not str(k).startswith("_")]
+        hint = _did_you_mean(str(key), known)
+        return (
+            f"{full_key} is not a setting{hint}; its neighbours are: {', '.join(known)} "
+            f"(to add a new key, write +{full_key}=...)"
+        )
+    lines = [line for line in str(err).splitlines() if line.strip()]
+    if isinstance(err, OverrideParseException):
+        lines = lines[:2]  # what failed, and the parser's reason; not the docs link
+    return ": ".join(line.strip().rstrip(".") for line in lines[:2])
+
+
+def _did_you_mean(word: str, options: Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(options), n=1)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def refuse_bad_config(prog: str, cfg: DictConfig) -> None:
+    """Check ``cfg``; on a bad value exit 2 with one line and remove the run folder just made.
+
+    In a multirun the error is raised instead, so the job is recorded as failed and the sweep
+    goes on.
+    """
+    try:
+        check(prog, cfg)
+    except ConfigError as err:
+        if is_multirun():
+            raise
+        _remove_fresh_run_dir(Path(cfg.paths.output_dir))
+        fail(prog, err)
+
+
+def _remove_fresh_run_dir(run_dir: Path) -> None:
+    """Remove what Hydra wrote into a run folder before the run was refused, and nothing else."""
+    for name in ("config.yaml", "hydra.yaml", "overrides.yaml"):
+        (run_dir / ".hydra" / name).unlink(missing_ok=True)
+    for log_file in run_dir.glob("*.log"):
+        log_file.unlink()
+    for folder in (run_dir / ".hydra", run_dir, run_dir.parent):
+        try:
+            folder.rmdir()  # only when empty: anything else there is not ours to delete
+        except OSError:
+            return
 
 
 def run_task(
@@ -41,14 +138,30 @@ def run_task(
 ) -> dict[str, Any]:
     """Run ``task``, then write its record to ``metrics.json`` and print the result table.
 
-    A failure is written too (status ``failed`` with the error), so sweep summaries can list it.
-    In a multirun it is logged and returned instead of raised, so the other jobs still run.
+    A failure is written too (status ``failed``, or ``diverged`` for a loss that blew up, with
+    the error), so sweep summaries can list it. In a multirun it is logged and returned instead
+    of raised, so the other jobs still run.
     """
     run_dir = Path(cfg.paths.output_dir)
+    prog = str(cfg.get("task_name", "run"))
     start = time.perf_counter()
-    _one_console()
     try:
+        refuse_bad_config(prog, cfg)
+        _one_console()
         record = {"status": "ok", **task(cfg)}
+    except ConfigError as err:  # in a multirun, or found while building (layers that do not fit)
+        if not is_multirun():
+            _remove_fresh_run_dir(run_dir)
+            fail(prog, err)
+        record = {"status": "failed", "error": f"ConfigError: {err}"}
+        log.error("Run refused: %s", err)
+    except DivergedError as err:
+        record = {"status": "diverged", "error": str(err)}
+        log.error("Run stopped: %s", err)
+        if not is_multirun():
+            _save(run_dir, record, start)
+            print(f"{prog}: {err}", file=sys.stderr, flush=True)
+            raise SystemExit(1) from None
     except Exception as err:
         record = {"status": "failed", "error": f"{type(err).__name__}: {err}"}
         log.error("Run failed: %s\n%s", record["error"], traceback.format_exc())
@@ -77,6 +190,7 @@ def run_on_checkpoint(
     """
     from mnistapp.training.checkpoints import CheckpointError, restore
 
+    refuse_bad_config(prog, cfg)
     with user_errors(prog, CheckpointError, *errors):
         restored = restore(cfg.get("ckpt_path"), cfg.get("model"))
         extra = prepare(cfg, restored) if prepare else {}

@@ -14,7 +14,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from mnistapp.cli.task import run_task
+from mnistapp.cli.task import entry_point, run_task
 from mnistapp.reporting.records import scalar_metrics
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,7 @@ def build(cfg: DictConfig, model_name: str | None = None) -> Run:
         torch.set_float32_matmul_precision(cfg.matmul_precision)
 
     datamodule: L.LightningDataModule = instantiate(cfg.data)
-    net = instantiate(cfg.model)
+    net = build_model(cfg.model)
     trainable, total = count_parameters(net)
     model_name = model_name or hydra_choice("model")
     module = Classifier(
@@ -83,6 +83,7 @@ def build(cfg: DictConfig, model_name: str | None = None) -> Run:
         num_classes=cfg.data.num_classes,
         net_config=OmegaConf.to_container(cfg.model, resolve=True),
         model_name=model_name,
+        max_loss=cfg.get("max_loss", 1000.0),
     )
     loggers = _instantiate_all(cfg.get("logger"))
     callbacks = _instantiate_all(cfg.get("callbacks"))
@@ -94,6 +95,21 @@ def build(cfg: DictConfig, model_name: str | None = None) -> Run:
     for logger in trainer.loggers:
         logger.log_hyperparams({"config": OmegaConf.to_container(cfg, resolve=True), **info})
     return Run(datamodule, module, trainer, info)
+
+
+def build_model(model_cfg: DictConfig) -> Any:
+    """Instantiate the ``model=`` config; a knob the model refuses is a ``ConfigError``."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    from mnistapp.cli.validation import ConfigError
+
+    try:
+        return instantiate(model_cfg)
+    except InstantiationException as err:
+        if isinstance(err.__cause__, ValueError | TypeError):
+            raise ConfigError(f"model: {err.__cause__}") from None
+        raise
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -108,7 +124,8 @@ def fit_and_test(cfg: DictConfig, run: Run) -> dict[str, Any]:
     """Fit ``run``, test its best checkpoint when ``cfg.test``; return the record."""
     datamodule, module, trainer = run.datamodule, run.module, run.trainer
     start = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    # weights_only: a checkpoint to resume from is loaded as data, never as code
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
     fit_time = time.perf_counter() - start
     epochs = trainer.current_epoch
     record: dict[str, Any] = {
@@ -123,7 +140,11 @@ def fit_and_test(cfg: DictConfig, run: Run) -> dict[str, Any]:
     if cfg.get("test"):
         # verbose=False: the run's own result table follows
         trainer.test(
-            module, datamodule=datamodule, ckpt_path=record["best_ckpt"] or None, verbose=False
+            module,
+            datamodule=datamodule,
+            ckpt_path=record["best_ckpt"] or None,
+            verbose=False,
+            weights_only=True,
         )
         record.update(scalar_metrics(trainer.callback_metrics))
         record.update(module.test_results)
@@ -131,7 +152,7 @@ def fit_and_test(cfg: DictConfig, run: Run) -> dict[str, Any]:
 
 
 @hydra.main(version_base="1.3", config_path="pkg://mnistapp.conf", config_name="config")
-def main(cfg: DictConfig) -> float | None:
+def hydra_main(cfg: DictConfig) -> float | None:
     """``python train.py [overrides]``: returns ``val/f1_best`` for hyper-parameter sweepers."""
     from mnistapp.training.tracking import finish_runs
 
@@ -145,6 +166,9 @@ def main(cfg: DictConfig) -> float | None:
     value = record.get("val/f1_best")
     return value if value is not None and math.isfinite(value) else None
 
+
+# the console script and `python -m`: Hydra's own errors become one line (cli.task)
+main = entry_point("train", hydra_main)
 
 if __name__ == "__main__":
     main()

@@ -16,6 +16,8 @@ from torchmetrics.classification import (
     MulticlassF1Score,
 )
 
+from mnistapp.training import DivergedError
+
 STAGES = ("train", "val", "test")
 
 
@@ -37,6 +39,7 @@ class Classifier(L.LightningModule):
         num_classes: int = 10,
         net_config: dict[str, Any] | None = None,
         model_name: str | None = None,
+        max_loss: float = 1000.0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
@@ -64,6 +67,8 @@ class Classifier(L.LightningModule):
         self.test_results: dict[str, Any] = {}
         # this epoch's (loss, preds, targets) per stage, not yet given to the metrics
         self._pending: dict[str, list[tuple[Tensor, Tensor, Tensor]]] = {s: [] for s in STAGES}
+        self.max_loss = max_loss
+        self._checked = 0  # this epoch's training losses already checked for divergence
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
@@ -84,6 +89,8 @@ class Classifier(L.LightningModule):
         epoch with the same values counts exactly the same. None when nothing is pending.
         """
         pending, self._pending[stage] = self._pending[stage], []
+        if stage == "train":
+            self._checked = 0
         if not pending:
             return None
         losses, preds, targets = zip(*pending, strict=True)
@@ -110,7 +117,34 @@ class Classifier(L.LightningModule):
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         return self._step(batch, "train")[0]
 
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if len(self._pending["train"]) - self._checked >= self.trainer.log_every_n_steps:
+            self._check_divergence()
+
+    def _check_divergence(self) -> None:
+        """Stop on a non-finite loss or one above ``max_loss`` among the steps not yet checked.
+
+        Called every ``log_every_n_steps`` steps and at the end of the epoch, on the losses kept
+        for the metrics: one host sync per check, none per step.
+        """
+        pending = self._pending["train"]
+        if len(pending) <= self._checked:
+            return
+        losses = torch.stack([loss for loss, _, _ in pending[self._checked :]])
+        bad = ~torch.isfinite(losses) | (losses > self.max_loss)
+        if bad.any():
+            first = int(bad.nonzero()[0])
+            index = self._checked + first  # this epoch's batch index
+            step = self.global_step - (len(pending) - 1 - index)
+            raise DivergedError(
+                f"training diverged at epoch {self.current_epoch}, step {step}: loss "
+                f"{losses[first].item():.4g} (non-finite or above max_loss={self.max_loss:g}); "
+                "try a lower optimizer.lr"
+            )
+        self._checked = len(pending)
+
     def on_train_epoch_end(self) -> None:
+        self._check_divergence()
         self._log_epoch("train")
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
@@ -121,9 +155,9 @@ class Classifier(L.LightningModule):
         if self.trainer.sanity_checking:
             return
         if not torch.isfinite(values["val/loss"]):
-            raise FloatingPointError(
-                f"val/loss is {values['val/loss'].item()} at epoch {self.current_epoch}: training "
-                "diverged (try a lower optimizer.lr)"
+            raise DivergedError(
+                f"training diverged at epoch {self.current_epoch}: val/loss is "
+                f"{values['val/loss'].item()}; try a lower optimizer.lr"
             )
         self.val_f1_best.update(values["val/f1"])
         self.log("val/f1_best", self.val_f1_best.compute(), prog_bar=True)

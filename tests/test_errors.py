@@ -1,0 +1,192 @@
+"""A user's mistake is one line and exit status 2: no traceback, no run folder left behind."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import run_cli, run_module, tiny_overrides
+
+NO_DEVELOPER = {"HYDRA_FULL_ERROR": "0"}  # the test runner sets it; users do not
+
+
+def _refused(script: str, *args: str) -> str:
+    """Run ``script`` (a file of the repository, or a module) and return its one error line."""
+    run = run_module if script.startswith("mnistapp.") else run_cli
+    proc = run(script, *args, check=False, env=NO_DEVELOPER, timeout=120)
+    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stderr + proc.stdout, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr  # one line, and nothing else on stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("model.width=0", "train: error: model.width must be an integer >= 1 (got 0)"),
+        ("optimizer.lr=-1", "train: error: optimizer.lr must be a finite number > 0 (got -1)"),
+        ("optimizer.lr=1e400", "train: error: optimizer.lr must be a finite number > 0 (got inf)"),
+        ("seed=abc", "train: error: seed must be an integer >= 0 (got 'abc')"),
+        (
+            "optimizer.momentum=1.5",
+            "train: error: optimizer.momentum must be a finite number in [0, 1] (got 1.5)",
+        ),
+        ("data.batch_size=0", "train: error: data.batch_size must be an integer >= 1 (got 0)"),
+        (
+            "data.val_size=60000",
+            "train: error: data.val_size must be an integer in [0, 60000) (got 60000)",
+        ),
+        (
+            "trainer.max_epochs=0",
+            "train: error: trainer.max_epochs must be an integer >= 1 (got 0)",
+        ),
+        ("trainer.precision=17", "train: error: trainer.precision must be one of"),
+        ("trainer.accelerator=gpu", "train: error: trainer.accelerator=gpu needs a GPU"),
+        (
+            "scheduler=onecycle scheduler.scheduler.max_lr=0",
+            "train: error: scheduler.scheduler.max_lr must be a finite number > 0 (got 0)",
+        ),
+        (
+            "model=baseline_cnn model.depth=9",
+            "train: error: model: BaselineCNN with image_size=28, depth=9",
+        ),
+        (
+            "model=nonexistent",
+            "train: error: model=nonexistent is not an option; model is one of: baseline_cnn,",
+        ),
+        ("model=lenett", "train: error: model=lenett is not an option (did you mean lenet?)"),
+        (
+            "ckpt_path=/nowhere.ckpt",
+            "train: error: ckpt_path=/nowhere.ckpt is not a checkpoint file",
+        ),
+        ("model.widht=3", "train: error: model.widht is not a setting (did you mean width?)"),
+        ("optimizer.lr=(", "train: error: Error parsing override 'optimizer.lr=('"),
+    ],
+)
+def test_bad_training_values_are_one_line(
+    tiny_data: Path, tmp_path: Path, override: str, message: str
+) -> None:
+    if "gpu" in override:
+        import torch
+
+        if torch.cuda.is_available():
+            pytest.skip("this machine has a GPU")
+    line = _refused("train.py", *tiny_overrides(tiny_data, tmp_path), *override.split())
+    assert line.startswith(message), line
+    # nothing that looks like a run: no run folder at all
+    assert list(tmp_path.rglob("metrics.json")) == [] and list(tmp_path.rglob(".hydra")) == []
+
+
+def test_developers_still_get_everything(tiny_data: Path, tmp_path: Path) -> None:
+    proc = run_cli(
+        "train.py", *tiny_overrides(tiny_data, tmp_path), "model=nonexistent", check=False
+    )  # HYDRA_FULL_ERROR=1, as the test runner sets it
+    assert proc.returncode == 1 and "Traceback" in proc.stderr
+    assert "MissingConfigException" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("script", "args", "message"),
+    [
+        (
+            "eval.py",
+            ["data.eval_batch_size=0"],
+            "eval: error: data.eval_batch_size must be an integer >= 1 (got 0)",
+        ),
+        (
+            "eval.py",
+            ["trainer=nope"],
+            "eval: error: trainer=nope is not an option; trainer is one of:",
+        ),
+        (
+            "eval.py",
+            ["ckpt_path=/nowhere.ckpt"],
+            "eval: error: no checkpoint file at /nowhere.ckpt",
+        ),
+    ],
+)
+def test_bad_eval_values_are_one_line(
+    tiny_data: Path, tmp_path: Path, script: str, args: list[str], message: str
+) -> None:
+    line = _refused(script, f"paths.data_dir={tiny_data}", f"paths.log_dir={tmp_path}", *args)
+    assert line.startswith(message), line
+    assert list(tmp_path.rglob("metrics.json")) == []
+
+
+@pytest.mark.parametrize(
+    ("module", "args", "message"),
+    [
+        (
+            "mnistapp.cli.export",
+            ["format=tflite"],
+            "export: error: format must be one of ['onnx', 'torchscript'] (got 'tflite')",
+        ),
+        (
+            "mnistapp.cli.export",
+            ["tolerance=-1"],
+            "export: error: tolerance must be a finite number > 0 (got -1)",
+        ),
+        (
+            "mnistapp.cli.predict",
+            ["batch_size=0"],
+            "predict: error: batch_size must be an integer >= 1 (got 0)",
+        ),
+        (
+            "mnistapp.cli.predict",
+            ["ckpt_path=/nowhere.ckpt", "inputs=x.png"],
+            "predict: error: no checkpoint file at /nowhere.ckpt",
+        ),
+    ],
+)
+def test_bad_export_and_predict_values_are_one_line(
+    tmp_path: Path, module: str, args: list[str], message: str
+) -> None:
+    line = _refused(module, f"paths.log_dir={tmp_path}", *args)
+    assert line.startswith(message), line
+    assert list(tmp_path.rglob("metrics.json")) == []
+
+
+def test_a_diverging_run_stops_with_epoch_step_and_loss(tiny_data: Path, tmp_path: Path) -> None:
+    proc = run_cli(
+        "train.py",
+        *tiny_overrides(tiny_data, tmp_path),
+        "model=mlp",
+        "optimizer.lr=1e9",
+        check=False,
+        env=NO_DEVELOPER,
+    )
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    line = proc.stderr.strip().splitlines()[-1]  # after Lightning's own warnings
+    assert re.fullmatch(
+        r"train: training diverged at epoch 0, step \d+: loss \S+ \(non-finite or above "
+        r"max_loss=1000\); try a lower optimizer.lr",
+        line,
+    ), line
+    (metrics,) = tmp_path.glob("*/*/metrics.json")
+    record = json.loads(metrics.read_text())
+    assert record["status"] == "diverged" and record["error"] in line
+    assert not list(metrics.parent.glob("checkpoints/*.ckpt"))  # stopped before any checkpoint
+
+
+def test_a_diverging_job_is_marked_and_the_sweep_goes_on(tiny_data: Path, tmp_path: Path) -> None:
+    proc = run_cli(
+        "train.py",
+        "-m",
+        *tiny_overrides(tiny_data, tmp_path),
+        "model=mlp",
+        "trainer.max_epochs=1",
+        "plots.enabled=false",
+        "optimizer.lr=1e9,0.05",
+        check=False,
+    )
+    assert proc.returncode == 1  # a job did not finish well
+    (sweep,) = tmp_path.glob("multirun/*/*")
+    with (sweep / "summary.csv").open(newline="") as f:
+        rows = {float(row["optimizer.lr"]): row for row in csv.DictReader(f)}
+    assert rows[1e9]["status"] == "diverged" and "diverged at epoch 0" in rows[1e9]["error"]
+    assert rows[0.05]["status"] == "ok"
