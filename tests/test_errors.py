@@ -5,11 +5,16 @@ from __future__ import annotations
 import csv
 import json
 import re
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import run_cli, run_module, tiny_overrides
+from mnistapp.training.checkpoints import load_checkpoint
+from tests.helpers import ROOT, run_cli, run_module, tiny_overrides
 
 NO_DEVELOPER = {"HYDRA_FULL_ERROR": "0"}  # the test runner sets it; users do not
 
@@ -190,3 +195,37 @@ def test_a_diverging_job_is_marked_and_the_sweep_goes_on(tiny_data: Path, tmp_pa
         rows = {float(row["optimizer.lr"]): row for row in csv.DictReader(f)}
     assert rows[1e9]["status"] == "diverged" and "diverged at epoch 0" in rows[1e9]["error"]
     assert rows[0.05]["status"] == "ok"
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "ctrl-c"])
+def test_a_stopped_run_saves_last_ckpt_and_says_how_to_resume(
+    tiny_data: Path, tmp_path: Path, signum: signal.Signals
+) -> None:
+    overrides = [*tiny_overrides(tiny_data, tmp_path), "model=mlp", "plots.enabled=false"]
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "train.py"), *overrides, "trainer.max_epochs=1000"],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob("*/*/csv/metrics.csv")):  # it is training: stop it
+        assert proc.poll() is None and time.monotonic() < deadline, "the run did not start"
+        time.sleep(0.2)
+    proc.send_signal(signum)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signum, stderr
+    (metrics,) = tmp_path.glob("*/*/metrics.json")
+    record = json.loads(metrics.read_text())
+    last = metrics.parent / "checkpoints" / "last.ckpt"
+    assert record["status"] == "interrupted" and record["error"] == f"stopped by {signum.name}"
+    assert record["resume"].startswith("python train.py ")
+    assert record["resume"].endswith(f"ckpt_path={last}")
+    assert f"Resume with: {record['resume']}" in stderr and "Traceback" not in stderr
+    # the checkpoint is whole and safe to load, and training goes on from it
+    epoch = load_checkpoint(last)["epoch"]
+    run_cli("train.py", *overrides, f"ckpt_path={last}", f"trainer.max_epochs={epoch + 2}")
+    resumed = [json.loads(p.read_text()) for p in tmp_path.glob("*/*/metrics.json")]
+    assert sorted(r["status"] for r in resumed) == ["interrupted", "ok"]
+    assert max(r.get("epochs", 0) for r in resumed) == epoch + 2

@@ -1,9 +1,18 @@
-"""Where this process stands: its DDP rank and whether Hydra runs it as a multirun job.
+"""Where this process stands: its DDP rank, whether Hydra runs it as a multirun job, and
+whether it was asked to stop (Ctrl-C, SIGTERM).
 
 Light on imports (Lightning and Hydra are imported inside), since every entry point uses it.
 """
 
 from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_stopped_by: list[signal.Signals] = []
 
 
 def is_rank_zero() -> bool:
@@ -26,3 +35,32 @@ def hydra_choice(group: str) -> str | None:
     from hydra.core.hydra_config import HydraConfig
 
     return HydraConfig.get().runtime.choices.get(group) if HydraConfig.initialized() else None
+
+
+@contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """While inside: Ctrl-C and SIGTERM raise KeyboardInterrupt, and are remembered.
+
+    Lightning turns a KeyboardInterrupt into a graceful shutdown (callbacks' ``on_exception``,
+    then exit); a SIGTERM (a cluster's or ``kill``'s) thus stops a run the same way as Ctrl-C.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers belong to the main thread
+        return
+
+    def stop(signum: int, frame: object) -> None:
+        _stopped_by.append(signal.Signals(signum))
+        raise KeyboardInterrupt
+
+    _stopped_by.clear()
+    previous = {sig: signal.signal(sig, stop) for sig in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def stopped_by() -> signal.Signals | None:
+    """The signal that stopped the task inside :func:`stop_on_signals`, if one did."""
+    return _stopped_by[0] if _stopped_by else None

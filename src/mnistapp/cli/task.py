@@ -16,6 +16,8 @@ import difflib
 import functools
 import logging
 import os
+import shlex
+import signal
 import sys
 import time
 import traceback
@@ -29,7 +31,7 @@ from omegaconf import DictConfig
 
 from mnistapp.cli.validation import ConfigError, check
 from mnistapp.reporting.records import format_table, write_metrics
-from mnistapp.runtime import is_multirun, is_rank_zero
+from mnistapp.runtime import is_multirun, is_rank_zero, stop_on_signals, stopped_by
 from mnistapp.training import DivergedError
 
 if TYPE_CHECKING:
@@ -148,7 +150,8 @@ def run_task(
     try:
         refuse_bad_config(prog, cfg)
         _one_console()
-        record = {"status": "ok", **task(cfg)}
+        with stop_on_signals():
+            record = {"status": "ok", **task(cfg)}
     except ConfigError as err:  # in a multirun, or found while building (layers that do not fit)
         if not is_multirun():
             _remove_fresh_run_dir(run_dir)
@@ -168,6 +171,11 @@ def run_task(
         if not is_multirun():
             _save(run_dir, record, start)
             raise
+    except (KeyboardInterrupt, SystemExit):
+        signum = stopped_by()
+        if signum is None:
+            raise
+        _stop(prog, run_dir, start, signum)
     _save(run_dir, record, start)
     if is_rank_zero() and record["status"] == "ok":
         table = {k: record.get(k) for k in summary_keys} | {"run dir": str(run_dir)}
@@ -195,6 +203,27 @@ def run_on_checkpoint(
         restored = restore(cfg.get("ckpt_path"), cfg.get("model"))
         extra = prepare(cfg, restored) if prepare else {}
     return run_task(partial(task, restored=restored, **extra), cfg, summary_keys)
+
+
+def _stop(prog: str, run_dir: Path, start: float, signum: signal.Signals) -> NoReturn:
+    """Record an interrupted run, say how to resume it, exit with 128 + the signal's number."""
+    record: dict[str, Any] = {"status": "interrupted", "error": f"stopped by {signum.name}"}
+    last = run_dir / "checkpoints" / "last.ckpt"
+    message = f"{prog}: interrupted by {signum.name}"
+    if last.is_file():
+        record["resume"] = resume_command(last)
+        message += f"; saved {last}\nResume with: {record['resume']}"
+    _save(run_dir, record, start)
+    print(message, file=sys.stderr, flush=True)
+    raise SystemExit(128 + signum)
+
+
+def resume_command(checkpoint: Path) -> str:
+    """``python train.py <this run's overrides> ckpt_path=<checkpoint>``."""
+    from hydra.core.hydra_config import HydraConfig
+
+    overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith("ckpt_path=")]
+    return shlex.join(["python", "train.py", *overrides, f"ckpt_path={checkpoint}"])
 
 
 def _one_console() -> None:

@@ -29,6 +29,30 @@ def find_callback(trainer: L.Trainer, kind: type[C]) -> C | None:
     return next((c for c in trainer.callbacks if isinstance(c, kind)), None)
 
 
+class CheckpointOnInterrupt(Callback):
+    """Ctrl-C or SIGTERM while fitting: save ``<dirpath>/last.ckpt`` before the run stops.
+
+    Lightning calls ``on_exception`` on its graceful shutdown; only an interrupt is saved (a
+    diverged or failed run's weights are not worth going on from).
+    """
+
+    def __init__(self, dirpath: str | Path) -> None:
+        self.dirpath = Path(dirpath)
+
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
+        if isinstance(exception, KeyboardInterrupt) and trainer.state.fn == "fit":
+            path = self.dirpath / "last.ckpt"
+            trainer.save_checkpoint(path)
+            log.warning(
+                "Interrupted at epoch %d, step %d: saved %s",
+                trainer.current_epoch,
+                trainer.global_step,
+                path,
+            )
+
+
 class MisclassifiedDigits(Callback):
     """Keep the first ``limit`` misclassified test digits of this rank for figures and W&B.
 
