@@ -229,3 +229,51 @@ def test_a_stopped_run_saves_last_ckpt_and_says_how_to_resume(
     resumed = [json.loads(p.read_text()) for p in tmp_path.glob("*/*/metrics.json")]
     assert sorted(r["status"] for r in resumed) == ["interrupted", "ok"]
     assert max(r.get("epochs", 0) for r in resumed) == epoch + 2
+
+
+def test_a_killed_run_resumes_in_its_folder_to_the_same_result(
+    tiny_data: Path, tmp_path: Path
+) -> None:
+    def overrides(log_dir: Path) -> list[str]:
+        return [
+            *tiny_overrides(tiny_data, log_dir),
+            "model=mlp",
+            "model.dropout=0.2",  # random draws every step: the RNG state must come back too
+            "trainer.max_epochs=4",
+            "trainer.deterministic=true",
+            "plots.enabled=false",
+        ]
+
+    run_cli("train.py", *overrides(tmp_path / "whole"))
+    (whole,) = (tmp_path / "whole").glob("*/*/metrics.json")
+
+    marker = tmp_path / "killed-once"
+    killer = ["+callbacks.killer._target_=tests.killer.KillAt", "+callbacks.killer.epoch=2"]
+    proc = run_cli(
+        "train.py",
+        *overrides(tmp_path / "killed"),
+        *killer,
+        f"+callbacks.killer.marker={marker}",
+        check=False,
+    )
+    assert proc.returncode == -signal.SIGKILL and marker.exists()
+    (run_dir,) = (tmp_path / "killed").glob("*/*")
+    assert not (run_dir / "metrics.json").exists()  # killed: nothing was recorded
+    assert load_checkpoint(run_dir / "checkpoints" / "last.ckpt")["epoch"] == 1
+
+    run_cli("train.py", f"resume={run_dir}")
+    assert [p.parent for p in (tmp_path / "killed").glob("*/*/metrics.json")] == [run_dir]
+    expected, resumed = (json.loads(p.read_text()) for p in (whole, run_dir / "metrics.json"))
+    assert resumed["status"] == "ok" and resumed["epochs"] == expected["epochs"] == 4
+    for key in ("test/acc", "test/f1", "val/f1_best", "test/loss"):
+        assert abs(resumed[key] - expected[key]) <= 1e-6, (key, resumed[key], expected[key])
+
+
+def test_resume_refuses_another_run_and_a_missing_one(tmp_path: Path) -> None:
+    line = _refused("train.py", f"resume={tmp_path}")
+    assert line == (
+        f"train: error: resume={tmp_path}: {tmp_path} is not a run folder with "
+        "checkpoints/last.ckpt"
+    )
+    line = _refused("train.py", "resume=latest", f"paths.log_dir={tmp_path}")
+    assert line == f"train: error: resume=latest: no run with a last.ckpt in {tmp_path}"

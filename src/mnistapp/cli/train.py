@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import hydra
@@ -128,11 +130,12 @@ def fit_and_test(cfg: DictConfig, run: Run) -> dict[str, Any]:
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
     fit_time = time.perf_counter() - start
     epochs = trainer.current_epoch
+    trained = epochs - module.start_epoch  # fewer than `epochs` when resumed
     record: dict[str, Any] = {
         **run.info,
         "epochs": epochs,
         "fit_time_s": round(fit_time, 2),
-        "epoch_time_s": round(fit_time / max(epochs, 1), 2),
+        "epoch_time_s": round(fit_time / max(trained, 1), 2),
     }
     record.update(scalar_metrics(trainer.callback_metrics))
     checkpoint = trainer.checkpoint_callback
@@ -167,8 +170,63 @@ def hydra_main(cfg: DictConfig) -> float | None:
     return value if value is not None and math.isfinite(value) else None
 
 
+def expand_resume(argv: list[str]) -> list[str]:
+    """``resume=<run dir>|latest``: that run's own overrides, in its folder, from its last.ckpt.
+
+    Only ``trainer.max_epochs`` may be given anew (to train longer); any other override that
+    differs from the run's would make it another run, and is refused. ``latest`` is the newest
+    single run under ``paths.log_dir`` (``outputs``) that has a ``last.ckpt``.
+    """
+    import yaml
+
+    from mnistapp.cli.validation import ConfigError
+
+    asked = [a for a in argv if a.split("=", 1)[0] == "resume"]
+    if not asked:
+        return argv
+    others = [a for a in argv if a not in asked]
+    where = asked[-1].split("=", 1)[1]
+    if where == "latest":
+        log_dir = next((a.split("=", 1)[1] for a in others if a.startswith("paths.log_dir=")), None)
+        candidates = sorted(Path(log_dir or "outputs").glob("*/*/checkpoints/last.ckpt"))
+        if not candidates:
+            raise ConfigError(f"resume=latest: no run with a last.ckpt in {log_dir or 'outputs'}")
+        run_dir = candidates[-1].parent.parent
+    else:
+        run_dir = Path(where).expanduser()
+    saved, last = run_dir / ".hydra" / "overrides.yaml", run_dir / "checkpoints" / "last.ckpt"
+    if not saved.is_file() or not last.is_file():
+        raise ConfigError(
+            f"resume={where}: {run_dir} is not a run folder with checkpoints/last.ckpt"
+        )
+    original = [str(o) for o in yaml.safe_load(saved.read_text()) or []]
+    grow = [o for o in others if o.startswith("trainer.max_epochs=")]
+    for override in others:
+        if override not in original and override not in grow:
+            raise ConfigError(
+                f"resume: {override} would make it another run than {run_dir} "
+                "(only trainer.max_epochs may change)"
+            )
+    kept = [o for o in original if not o.startswith(("ckpt_path=", "trainer.max_epochs="))]
+    if not grow:
+        grow = [o for o in original if o.startswith("trainer.max_epochs=")]
+    return [*kept, *grow, f"ckpt_path={last}", f"hydra.run.dir={run_dir}"]
+
+
+def _main() -> Any:
+    """``python train.py``: ``resume=`` expanded, then the Hydra main."""
+    from mnistapp.cli.task import fail
+    from mnistapp.cli.validation import ConfigError
+
+    try:
+        sys.argv[1:] = expand_resume(sys.argv[1:])
+    except ConfigError as err:
+        fail("train", err)
+    return hydra_main()
+
+
 # the console script and `python -m`: Hydra's own errors become one line (cli.task)
-main = entry_point("train", hydra_main)
+main = entry_point("train", _main)
 
 if __name__ == "__main__":
     main()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import lightning as L
 import torch
@@ -16,8 +16,10 @@ class TensorBatchLoader:
     """Batches by slicing resident tensors with a (shuffled) index: no per-image ``__getitem__``.
 
     Each rank takes every ``world_size``-th index of one permutation shared by all ranks (same
-    seed), so shards are disjoint. Training shards are trimmed to equal length, as DDP needs the
-    same number of steps on every rank; evaluation shards keep every sample (metrics sync exactly).
+    seed), so shards are disjoint. The permutation is a function of ``seed`` and the epoch alone,
+    so a run resumed at epoch ``e`` shuffles exactly as it would have. Training shards are trimmed
+    to equal length, as DDP needs the same number of steps on every rank; evaluation shards keep
+    every sample (metrics sync exactly).
     """
 
     def __init__(
@@ -30,15 +32,20 @@ class TensorBatchLoader:
         rank: int = 0,
         world_size: int = 1,
         equal_shards: bool = False,
+        epoch_source: Callable[[], int] | None = None,
     ) -> None:
         self.images, self.labels = images, labels
         self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
         self.rank, self.world_size, self.equal_shards = rank, world_size, equal_shards
         self.epoch = 0
+        # the trainer's epoch, when training: the shuffle then follows it, also after a resume
+        self.epoch_source = epoch_source
 
     def _indices(self) -> Tensor:
         n = len(self.labels)
         if self.shuffle:
+            if self.epoch_source is not None:
+                self.epoch = self.epoch_source()
             generator = torch.Generator().manual_seed(self.seed + self.epoch)
             order = torch.randperm(n, generator=generator)
             self.epoch += 1
@@ -147,6 +154,7 @@ class MNISTDataModule(L.LightningDataModule):
             rank=rank,
             world_size=world,
             equal_shards=train,
+            epoch_source=(lambda: trainer.current_epoch) if train and trainer else None,
         )
 
     def train_dataloader(self) -> TensorBatchLoader:

@@ -41,7 +41,8 @@ def format_value(value: Any) -> str:
     if isinstance(value, float):
         if not math.isfinite(value):
             return str(value)
-        return f"{value:.4f}" if abs(value) <= 1 else f"{value:.2f}"
+        # scores (0..1, give or take rounding) to 4 places, times and sizes to 2
+        return f"{value:.4f}" if abs(value) < 1.5 else f"{value:.2f}"
     return str(value)
 
 

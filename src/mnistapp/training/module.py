@@ -61,6 +61,7 @@ class Classifier(L.LightningModule):
             setattr(self, f"{stage}_metrics", metrics.clone(prefix=f"{stage}/"))
             setattr(self, f"{stage}_loss", MeanMetric(nan_strategy="disable"))
         self.val_f1_best = MaxMetric()
+        self.val_f1_best.persistent(True)  # in the checkpoint: a resumed run keeps its best
         self.test_f1_per_class = MulticlassF1Score(num_classes, average=None, validate_args=False)
         self.test_confusion = MulticlassConfusionMatrix(num_classes, validate_args=False)
         # per-class F1 and the confusion matrix of the last test, as lists
@@ -69,6 +70,7 @@ class Classifier(L.LightningModule):
         self._pending: dict[str, list[tuple[Tensor, Tensor, Tensor]]] = {s: [] for s in STAGES}
         self.max_loss = max_loss
         self._checked = 0  # this epoch's training losses already checked for divergence
+        self.start_epoch = 0
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
@@ -116,6 +118,9 @@ class Classifier(L.LightningModule):
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         return self._step(batch, "train")[0]
+
+    def on_train_start(self) -> None:
+        self.start_epoch = self.current_epoch  # after a resume, the epoch it went on from
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         if len(self._pending["train"]) - self._checked >= self.trainer.log_every_n_steps:
@@ -177,6 +182,20 @@ class Classifier(L.LightningModule):
         }
         self.test_f1_per_class.reset()
         self.test_confusion.reset()
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Lightning restores model, optimizer, scheduler and loops; the random streams (dropout,
+        # augmentation) are ours to keep, so a resumed run draws what it would have drawn.
+        checkpoint["rng_states"] = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            checkpoint["rng_states"]["cuda"] = torch.cuda.get_rng_state_all()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        states = checkpoint.get("rng_states") or {}
+        if "torch" in states:
+            torch.set_rng_state(states["torch"])
+        if "cuda" in states and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(states["cuda"])
 
     def configure_optimizers(self) -> Any:
         if self.optimizer_factory is None:
