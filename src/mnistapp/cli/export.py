@@ -34,10 +34,6 @@ class ExportError(RuntimeError):
     """The exported model does not reproduce PyTorch's outputs."""
 
 
-class FormatError(ValueError):
-    """``format=`` names no export format."""
-
-
 def verification_batch(cfg: DictConfig, restored: Restored) -> tuple[torch.Tensor, str]:
     """Normalised test digits when MNIST is at hand (never downloaded here), else noise."""
     import torch
@@ -147,17 +143,10 @@ def export(cfg: DictConfig, restored: Restored) -> dict[str, Any]:
     }
 
 
-def check_format(cfg: DictConfig, restored: Restored) -> dict[str, Any]:
-    """Refuse an unknown ``format=`` before anything is written."""
-    if cfg.format not in FORMATS:
-        raise FormatError(f"format must be one of {sorted(FORMATS)}, not {cfg.format}")
-    return {}
-
-
 @hydra.main(version_base="1.3", config_path="pkg://mnistapp.conf", config_name="export")
 def hydra_main(cfg: DictConfig) -> None:
     """``mnistapp-export ckpt_path=<file> format=onnx|torchscript [output=<file>]``."""
-    run_on_checkpoint("export", export, cfg, RESULT_KEYS, check_format, errors=(FormatError,))
+    run_on_checkpoint("export", export, cfg, RESULT_KEYS)
 
 
 # the console script and `python -m`: Hydra's own errors become one line (cli.task)
