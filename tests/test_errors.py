@@ -248,7 +248,7 @@ def test_a_killed_run_resumes_in_its_folder_to_the_same_result(
     (whole,) = (tmp_path / "whole").glob("*/*/metrics.json")
 
     marker = tmp_path / "killed-once"
-    killer = ["+callbacks.killer._target_=tests.killer.KillAt", "+callbacks.killer.epoch=2"]
+    killer = ["+callbacks.killer._target_=tests.faults.KillAt", "+callbacks.killer.epoch=2"]
     proc = run_cli(
         "train.py",
         *overrides(tmp_path / "killed"),
@@ -277,3 +277,11 @@ def test_resume_refuses_another_run_and_a_missing_one(tmp_path: Path) -> None:
     )
     line = _refused("train.py", "resume=latest", f"paths.log_dir={tmp_path}")
     assert line == f"train: error: resume=latest: no run with a last.ckpt in {tmp_path}"
+
+
+def test_an_unwritable_run_folder_is_one_line(tiny_data: Path, tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    line = _refused("train.py", *tiny_overrides(tiny_data, blocker / "runs"))
+    assert line.startswith(f"train: error: cannot write the run folder {blocker}/runs/")
+    assert line.endswith(": Not a directory (see paths.log_dir)")

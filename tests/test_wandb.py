@@ -230,3 +230,25 @@ def test_media_callback_is_a_no_op_without_a_wandb_logger() -> None:
         is_global_zero = True
 
     tracking.WandbMedia().on_test_end(Trainer(), object())  # type: ignore[arg-type]
+
+
+def test_a_wandb_failure_mid_run_is_one_warning(
+    tiny_data: Path, tmp_path: Path, wandb_env: dict[str, str]
+) -> None:
+    proc = run_cli(
+        "train.py",
+        "logger=many",  # csv + wandb
+        *tiny_overrides(tiny_data, tmp_path),
+        "trainer.max_epochs=3",
+        "+callbacks.break_wandb._target_=tests.faults.BreakWandb",
+        env=wandb_env,
+    )
+    output = proc.stdout + proc.stderr
+    assert output.count("W&B logging is off for the rest of this run") == 1, output
+    assert "W&B: log_metrics failed (ConnectionError: W&B went away)" in output
+    (metrics_file,) = tmp_path.glob("*/*/metrics.json")
+    record = json.loads(metrics_file.read_text())
+    assert record["status"] == "ok" and record["epochs"] == 3
+    # the CSV logger kept every epoch after W&B broke
+    epochs = {row.split(",")[0] for row in (metrics_file.parent / "csv" / "metrics.csv").open()}
+    assert {"0", "1", "2"} <= epochs

@@ -39,6 +39,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# False until a task starts: an OSError before that is Hydra failing to make the run folder.
+_tasks_started = False
+
 
 def fail(prog: str, message: object) -> NoReturn:
     """Print ``<prog>: error: <message>`` on stderr and exit with status 2."""
@@ -73,6 +76,14 @@ def entry_point(prog: str, hydra_main: Callable[[], Any]) -> Callable[[], Any]:
             if developer:
                 raise
             fail(prog, hydra_error_message(err))
+        except OSError as err:
+            if developer or _tasks_started:
+                raise
+            # Hydra could not make or write the run folder: before any task, nothing else writes
+            fail(
+                prog,
+                f"cannot write the run folder {err.filename}: {err.strerror} (see paths.log_dir)",
+            )
 
     return main
 
@@ -144,6 +155,8 @@ def run_task(
     the error), so sweep summaries can list it. In a multirun it is logged and returned instead
     of raised, so the other jobs still run.
     """
+    global _tasks_started
+    _tasks_started = True
     run_dir = Path(cfg.paths.output_dir)
     prog = str(cfg.get("task_name", "run"))
     start = time.perf_counter()

@@ -7,10 +7,11 @@ warning and ``None``: training goes on with the other loggers. See ``docs/WANDB.
 
 from __future__ import annotations
 
+import functools
 import logging
 import netrc
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -127,7 +128,44 @@ def wandb_logger(
     run.define_metric("*", step_metric="trainer/global_step", step_sync=True)
     if run.offline:
         log.info("W&B run is offline; upload it later with: wandb sync %s", Path(run.dir).parent)
-    return WandbLogger(experiment=run, project=project, save_dir=save_dir, log_model=log_model)
+    return GuardedWandbLogger(
+        experiment=run, project=project, save_dir=save_dir, log_model=log_model
+    )
+
+
+def _guarded(method: Callable[..., Any]) -> Callable[..., Any]:
+    """``method`` of the logger, made to warn once and stop logging to W&B if it fails."""
+
+    @functools.wraps(method)
+    def call(self: GuardedWandbLogger, *args: Any, **kwargs: Any) -> Any:
+        if self.failed:
+            return None
+        try:
+            return method(self, *args, **kwargs)
+        except Exception as err:  # a W&B failure must not stop training
+            self.failed = True
+            log.warning(
+                "W&B: %s failed (%s: %s); W&B logging is off for the rest of this run, training "
+                "and the other loggers go on",
+                method.__name__,
+                type(err).__name__,
+                err,
+            )
+            return None
+
+    return call
+
+
+class GuardedWandbLogger(WandbLogger):
+    """Lightning's WandbLogger whose every call is guarded: a W&B failure mid-run is one warning."""
+
+    failed = False
+    log_hyperparams = _guarded(WandbLogger.log_hyperparams)
+    log_metrics = _guarded(WandbLogger.log_metrics)
+    log_image = _guarded(WandbLogger.log_image)
+    log_table = _guarded(WandbLogger.log_table)
+    after_save_checkpoint = _guarded(WandbLogger.after_save_checkpoint)
+    finalize = _guarded(WandbLogger.finalize)
 
 
 def _start_run(
