@@ -252,3 +252,18 @@ def test_a_wandb_failure_mid_run_is_one_warning(
     # the CSV logger kept every epoch after W&B broke
     epochs = {row.split(",")[0] for row in (metrics_file.parent / "csv" / "metrics.csv").open()}
     assert {"0", "1", "2"} <= epochs
+
+
+def test_a_resumed_run_continues_its_wandb_run(
+    tiny_data: Path, tmp_path: Path, wandb_env: dict[str, str]
+) -> None:
+    overrides = [*tiny_overrides(tiny_data, tmp_path), "logger=many", "plots.enabled=false"]
+    run_cli("train.py", *overrides, "trainer.max_epochs=1", env=wandb_env)
+    (first_metrics,) = tmp_path.glob("*/*/metrics.json")
+    run_dir = first_metrics.parent
+    run_cli("train.py", f"resume={run_dir}", "trainer.max_epochs=2", env=wandb_env)
+    starts = sorted((run_dir / "wandb").glob("offline-run-*"))
+    assert len(starts) == 2  # one W&B run, started twice: each start writes its own folder
+    first, second = (read_run(path) for path in starts)
+    assert first["id"] == second["id"] and first["id"]
+    assert json.loads((run_dir / "metrics.json").read_text())["epochs"] == 2

@@ -113,6 +113,10 @@ def wandb_logger(
         "notes": notes,
         "dir": save_dir,
     }
+    previous = previous_run_id(save_dir)
+    if previous:  # `resume=` continues this run folder: continue its W&B run too
+        init_args |= {"id": previous, "resume": "allow"}
+        log.info("W&B: continuing run %s of this folder", previous)
     Path(save_dir).mkdir(parents=True, exist_ok=True)
     run = _start_run(mode, init_args, init_timeout, finish_timeout)
     if run is None and mode not in OFFLINE_MODES:
@@ -131,6 +135,15 @@ def wandb_logger(
     return GuardedWandbLogger(
         experiment=run, project=project, save_dir=save_dir, log_model=log_model
     )
+
+
+def previous_run_id(save_dir: str | Path) -> str | None:
+    """The id of the W&B run an earlier start of this run folder logged to, if there was one.
+
+    W&B keeps each run in ``<save_dir>/wandb/<offline-run|run>-<date>_<time>-<id>``.
+    """
+    runs = sorted(Path(save_dir, "wandb").glob("*run-*_*-*"), key=lambda p: p.name.split("-")[-2])
+    return runs[-1].name.rsplit("-", 1)[-1] if runs else None
 
 
 def _guarded(method: Callable[..., Any]) -> Callable[..., Any]:
