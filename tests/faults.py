@@ -14,16 +14,25 @@ import lightning as L
 
 
 class KillAt(L.Callback):
-    """SIGKILL at the start of training epoch ``epoch``, unless ``marker`` exists (then create it).
+    """SIGKILL at the start of training epoch ``epoch`` (or before global step ``step``), once.
 
-    The marker makes it fire once: the resumed run carries the same callback and must live.
+    It fires only if ``marker`` does not exist, and creates it: the resumed run carries the same
+    callback and must live.
     """
 
-    def __init__(self, epoch: int, marker: str) -> None:
-        self.epoch, self.marker = epoch, Path(marker)
+    def __init__(self, marker: str, epoch: int | None = None, step: int | None = None) -> None:
+        self.marker, self.epoch, self.step = Path(marker), epoch, step
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.current_epoch == self.epoch and not self.marker.exists():
+        if trainer.current_epoch == self.epoch:
+            self._kill()
+
+    def on_train_batch_start(self, trainer: L.Trainer, *args: object) -> None:
+        if trainer.global_step == self.step:
+            self._kill()
+
+    def _kill(self) -> None:
+        if not self.marker.exists():
             self.marker.touch()
             os.kill(os.getpid(), signal.SIGKILL)
 

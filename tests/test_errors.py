@@ -231,8 +231,21 @@ def test_a_stopped_run_saves_last_ckpt_and_says_how_to_resume(
     assert max(r.get("epochs", 0) for r in resumed) == epoch + 2
 
 
+@pytest.mark.parametrize(
+    ("when", "saved"),
+    [
+        # killed as epoch 2 starts: last.ckpt is the end of epoch 1
+        (["+callbacks.killer.epoch=2"], ("epoch", 1)),
+        # killed mid-epoch, before step 23 of 16-step epochs: last.ckpt is step 20 (epoch 1)
+        (
+            ["+callbacks.killer.step=23", "callbacks.last_checkpoint.every_n_train_steps=5"],
+            ("global_step", 20),
+        ),
+    ],
+    ids=["after-an-epoch", "mid-epoch"],
+)
 def test_a_killed_run_resumes_in_its_folder_to_the_same_result(
-    tiny_data: Path, tmp_path: Path
+    tiny_data: Path, tmp_path: Path, when: list[str], saved: tuple[str, int]
 ) -> None:
     def overrides(log_dir: Path) -> list[str]:
         return [
@@ -244,29 +257,42 @@ def test_a_killed_run_resumes_in_its_folder_to_the_same_result(
             "plots.enabled=false",
         ]
 
-    run_cli("train.py", *overrides(tmp_path / "whole"))
+    steps = [o for o in when if "every_n_train_steps" in o]  # checkpoints do not change training
+    run_cli("train.py", *overrides(tmp_path / "whole"), *steps)
     (whole,) = (tmp_path / "whole").glob("*/*/metrics.json")
 
     marker = tmp_path / "killed-once"
-    killer = ["+callbacks.killer._target_=tests.faults.KillAt", "+callbacks.killer.epoch=2"]
     proc = run_cli(
         "train.py",
         *overrides(tmp_path / "killed"),
-        *killer,
+        "+callbacks.killer._target_=tests.faults.KillAt",
         f"+callbacks.killer.marker={marker}",
+        *when,
         check=False,
     )
     assert proc.returncode == -signal.SIGKILL and marker.exists()
     (run_dir,) = (tmp_path / "killed").glob("*/*")
     assert not (run_dir / "metrics.json").exists()  # killed: nothing was recorded
-    assert load_checkpoint(run_dir / "checkpoints" / "last.ckpt")["epoch"] == 1
+    key, value = saved
+    assert load_checkpoint(run_dir / "checkpoints" / "last.ckpt")[key] == value
 
     run_cli("train.py", f"resume={run_dir}")
     assert [p.parent for p in (tmp_path / "killed").glob("*/*/metrics.json")] == [run_dir]
     expected, resumed = (json.loads(p.read_text()) for p in (whole, run_dir / "metrics.json"))
     assert resumed["status"] == "ok" and resumed["epochs"] == expected["epochs"] == 4
-    for key in ("test/acc", "test/f1", "val/f1_best", "test/loss"):
+    # the last epoch's figures and final weights show the whole trajectory (the test figures
+    # come from the best checkpoint, which on these easy digits may predate the kill)
+    for key in ("test/acc", "test/f1", "val/f1_best", "test/loss", "train/loss", "val/loss"):
         assert abs(resumed[key] - expected[key]) <= 1e-6, (key, resumed[key], expected[key])
+    final = [
+        load_checkpoint(Path(r["run_dir"]) / "checkpoints" / "last.ckpt")
+        for r in (expected, resumed)
+    ]
+    # the last save: the end (step 64), or step 60 with a checkpoint every 5 steps
+    assert final[0]["global_step"] == final[1]["global_step"] >= 60
+    weights = [c["state_dict"] for c in final]
+    for name, value in weights[0].items():
+        assert (weights[1][name].float() - value.float()).abs().max() <= 1e-6, name
 
 
 def test_resume_refuses_another_run_and_a_missing_one(tmp_path: Path) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 
 import lightning as L
 import torch
@@ -40,6 +40,17 @@ class TensorBatchLoader:
         self.epoch = 0
         # the trainer's epoch, when training: the shuffle then follows it, also after a resume
         self.epoch_source = epoch_source
+        # the current pass: its epoch and how many batches it has handed out (mid-epoch resume)
+        self._pass = {"epoch": 0, "position": 0}
+        self._resume_at: dict[str, int] | None = None
+
+    def state_dict(self) -> dict[str, int]:
+        """Where the current pass stands; Lightning keeps it in its checkpoints."""
+        return dict(self._pass)
+
+    def load_state_dict(self, state: Mapping[str, int]) -> None:
+        """Go on from ``state`` in the next pass, when that pass is the same epoch."""
+        self._resume_at = dict(state)
 
     def _indices(self) -> Tensor:
         n = len(self.labels)
@@ -48,6 +59,7 @@ class TensorBatchLoader:
                 self.epoch = self.epoch_source()
             generator = torch.Generator().manual_seed(self.seed + self.epoch)
             order = torch.randperm(n, generator=generator)
+            self._pass["epoch"] = self.epoch
             self.epoch += 1
         else:
             order = torch.arange(n)
@@ -62,8 +74,12 @@ class TensorBatchLoader:
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         order = self._indices()
-        for start in range(0, len(order), self.batch_size):
+        resume, self._resume_at = self._resume_at, None
+        first = resume["position"] if resume and resume["epoch"] == self._pass["epoch"] else 0
+        self._pass["position"] = first
+        for start in range(first * self.batch_size, len(order), self.batch_size):
             idx = order[start : start + self.batch_size]
+            self._pass["position"] += 1
             yield self.images[idx], self.labels[idx]
 
 
