@@ -223,20 +223,12 @@ def _stop(prog: str, run_dir: Path, start: float, signum: signal.Signals) -> NoR
     record: dict[str, Any] = {"status": "interrupted", "error": f"stopped by {signum.name}"}
     last = run_dir / "checkpoints" / "last.ckpt"
     message = f"{prog}: interrupted by {signum.name}"
-    if last.is_file():
-        record["resume"] = resume_command(last)
+    if last.is_file():  # goes on in this folder, exactly (cli.train.expand_resume)
+        record["resume"] = shlex.join(["python", "train.py", f"resume={run_dir}"])
         message += f"; saved {last}\nResume with: {record['resume']}"
     _save(run_dir, record, start)
     print(message, file=sys.stderr, flush=True)
     raise SystemExit(128 + signum)
-
-
-def resume_command(checkpoint: Path) -> str:
-    """``python train.py <this run's overrides> ckpt_path=<checkpoint>``."""
-    from hydra.core.hydra_config import HydraConfig
-
-    overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith("ckpt_path=")]
-    return shlex.join(["python", "train.py", *overrides, f"ckpt_path={checkpoint}"])
 
 
 def _one_console() -> None:
