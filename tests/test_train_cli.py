@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
+import platform
+import subprocess
+import sys
 from pathlib import Path
 
 import yaml
 
-from tests.helpers import run_cli, tiny_overrides
+from tests.helpers import ROOT, run_cli, tiny_overrides
 
 
 def _single_run_dir(log_dir: Path) -> Path:
@@ -22,11 +26,6 @@ def test_help_and_cfg_do_not_import_torch() -> None:
         "runpy.run_path('train.py', run_name='__main__');"
         "assert 'torch' not in sys.modules and 'lightning' not in sys.modules, 'heavy import'"
     )
-    import subprocess
-    import sys
-
-    from tests.helpers import ROOT
-
     proc = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60
     )
@@ -58,6 +57,15 @@ def test_lenet_sgd_trains_tests_and_writes_its_files(tiny_data: Path, tmp_path: 
     assert (run_dir / "csv" / "metrics.csv").read_text().startswith("epoch")
     # the printed result table
     assert "test/acc" in proc.stdout and str(run_dir) in proc.stdout
+    # which code and packages produced it
+    made_by = metrics["provenance"]
+    assert made_by["torch"] == importlib.metadata.version("torch")
+    assert made_by["lightning"] == importlib.metadata.version("lightning")
+    assert made_by["python"] == platform.python_version() and made_by["host"]
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    if head.returncode == 0:  # run from a git checkout
+        assert made_by["git_commit"] == head.stdout.strip()
+        assert isinstance(made_by["git_dirty"], bool)
 
 
 def test_overrides_users_type(tiny_data: Path, tmp_path: Path) -> None:
@@ -152,11 +160,6 @@ def test_speedrun_experiment_composes_and_trains(tiny_data: Path, tmp_path: Path
 
 
 def test_two_runs_started_together_get_their_own_folders(tiny_data: Path, tmp_path: Path) -> None:
-    import subprocess
-    import sys
-
-    from tests.helpers import ROOT
-
     argv = [
         sys.executable,
         str(ROOT / "train.py"),
@@ -170,3 +173,13 @@ def test_two_runs_started_together_get_their_own_folders(tiny_data: Path, tmp_pa
     assert len(records) == 2 and all(r["status"] == "ok" for r in records)
     assert records[0]["run_dir"] != records[1]["run_dir"]
     assert all(len(list(Path(r["run_dir"], "checkpoints").glob("*-v1.ckpt"))) == 0 for r in records)
+
+
+def test_rich_callbacks_draw_the_summary_and_bars(tiny_data: Path, tmp_path: Path) -> None:
+    overrides = [o for o in tiny_overrides(tiny_data, tmp_path) if "progress_bar" not in o]
+    proc = run_cli("train.py", "callbacks=rich", *overrides, "trainer.enable_model_summary=true")
+    assert json.loads((_single_run_dir(tmp_path) / "metrics.json").read_text())["status"] == "ok"
+    output = proc.stdout + proc.stderr
+    # RichModelSummary's table of layers, and Rich's bars instead of tqdm's
+    assert "┃" in output and "Trainable params: 44.4 K" in output
+    assert "━" in output and "it/s]" not in output

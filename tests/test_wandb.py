@@ -105,6 +105,10 @@ def test_offline_run_logs_config_metrics_media_and_model(
     assert run["group"] == "smoke" and run["tags"] == ["tiny", "test"]
     assert run["config"]["model"] == "lenet" and run["config"]["params_total"] == 44426
     assert run["config"]["config"]["model"]["_target_"] == "mnistapp.models.LeNet5"
+    assert (
+        run["config"]["provenance"]["torch"]
+        == json.loads(metrics_file.read_text())["provenance"]["torch"]
+    )
     assert set(METRICS + TEST_METRICS) <= run["history"]
     summary = run["summary"]
     assert all(key in summary for key in METRICS + TEST_METRICS), sorted(summary)

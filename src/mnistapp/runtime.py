@@ -1,15 +1,22 @@
-"""Where this process stands: its DDP rank, whether Hydra runs it as a multirun job, and
-whether it was asked to stop (Ctrl-C, SIGTERM).
+"""Where this process stands: its DDP rank, whether Hydra runs it as a multirun job, whether
+it was asked to stop (Ctrl-C, SIGTERM), and which code and packages it runs (provenance).
 
 Light on imports (Lightning and Hydra are imported inside), since every entry point uses it.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib.metadata
+import platform
 import signal
+import socket
+import subprocess
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _stopped_by: list[signal.Signals] = []
@@ -64,3 +71,41 @@ def stop_on_signals() -> Iterator[None]:
 def stopped_by() -> signal.Signals | None:
     """The signal that stopped the task inside :func:`stop_on_signals`, if one did."""
     return _stopped_by[0] if _stopped_by else None
+
+
+@functools.cache
+def provenance() -> dict[str, Any]:
+    """The code and packages of this run: git commit (and uncommitted changes), versions, host.
+
+    The commit is that of the checkout the package runs from; ``None`` for an installed wheel.
+    """
+
+    def version(name: str) -> str | None:
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            return None
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(
+                ["git", *args],
+                cwd=Path(__file__).parent,
+                capture_output=True,
+                text=True,
+                timeout=10,
+            )
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no") if commit else None
+    return {
+        "git_commit": commit,
+        "git_dirty": bool(status) if commit else None,
+        "python": platform.python_version(),
+        **{name: version(name) for name in ("mnistapp", "torch", "lightning", "torchmetrics")},
+        "hydra": version("hydra-core"),
+        "host": socket.gethostname(),
+    }

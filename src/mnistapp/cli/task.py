@@ -31,7 +31,13 @@ from omegaconf import DictConfig
 
 from mnistapp.cli.validation import ConfigError, check
 from mnistapp.reporting.records import format_table, write_metrics
-from mnistapp.runtime import is_multirun, is_rank_zero, stop_on_signals, stopped_by
+from mnistapp.runtime import (
+    is_multirun,
+    is_rank_zero,
+    provenance,
+    stop_on_signals,
+    stopped_by,
+)
 from mnistapp.training import DivergedError
 
 if TYPE_CHECKING:
@@ -245,5 +251,6 @@ def _one_console() -> None:
 def _save(run_dir: Path, record: dict[str, Any], start: float) -> None:
     record["wall_time_s"] = round(time.perf_counter() - start, 2)
     record["run_dir"] = str(run_dir)
+    record["provenance"] = provenance()
     if is_rank_zero():
         write_metrics(run_dir, record)

@@ -67,7 +67,7 @@ def build(cfg: DictConfig, model_name: str | None = None) -> Run:
     from lightning.pytorch.callbacks import LearningRateMonitor
 
     from mnistapp.models import count_parameters
-    from mnistapp.runtime import hydra_choice
+    from mnistapp.runtime import hydra_choice, provenance
     from mnistapp.training.module import Classifier
 
     L.seed_everything(cfg.seed, workers=True)
@@ -94,8 +94,9 @@ def build(cfg: DictConfig, model_name: str | None = None) -> Run:
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     info = {"model": model_name, "params_trainable": trainable, "params_total": total}
+    config = OmegaConf.to_container(cfg, resolve=True)
     for logger in trainer.loggers:
-        logger.log_hyperparams({"config": OmegaConf.to_container(cfg, resolve=True), **info})
+        logger.log_hyperparams({"config": config, **info, "provenance": provenance()})
     return Run(datamodule, module, trainer, info)
 
 
