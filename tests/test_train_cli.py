@@ -183,3 +183,19 @@ def test_rich_callbacks_draw_the_summary_and_bars(tiny_data: Path, tmp_path: Pat
     # RichModelSummary's table of layers, and Rich's bars instead of tqdm's
     assert "┃" in output and "Trainable params: 44.4 K" in output
     assert "━" in output and "it/s]" not in output
+
+
+def test_tensorboard_logger_writes_event_files(tiny_data: Path, tmp_path: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run_cli("train.py", "logger=[csv,tensorboard]", *tiny_overrides(tiny_data, tmp_path))
+    run_dir = _single_run_dir(tmp_path)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
+    board = EventAccumulator(str(run_dir / "tensorboard"))  # every event file in the folder
+    board.Reload()
+    scalars = board.Tags()["scalars"]
+    assert {"train/loss", "train/f1", "val/loss", "val/f1", "test/acc", "test/f1"} <= set(scalars)
+    assert [round(e.step) for e in board.Scalars("val/f1")] == [15, 31]  # one per epoch (2)
+    (test_acc,) = board.Scalars("test/acc")
+    assert abs(test_acc.value - metrics["test/acc"]) < 1e-6  # the same figure as metrics.json
