@@ -135,12 +135,11 @@ def refuse_bad_config(prog: str, cfg: DictConfig) -> None:
     except ConfigError as err:
         if is_multirun():
             raise
-        _remove_fresh_run_dir(Path(cfg.paths.output_dir))
-        fail(prog, err)
+        _refuse(prog, Path(cfg.paths.output_dir), err)
 
 
-def _remove_fresh_run_dir(run_dir: Path) -> None:
-    """Remove what Hydra wrote into a run folder before the run was refused, and nothing else."""
+def _refuse(prog: str, run_dir: Path, err: ConfigError) -> NoReturn:
+    """Remove what Hydra wrote into the refused run's folder (and nothing else), then fail."""
     for name in ("config.yaml", "hydra.yaml", "overrides.yaml"):
         (run_dir / ".hydra" / name).unlink(missing_ok=True)
     for log_file in run_dir.glob("*.log"):
@@ -149,7 +148,8 @@ def _remove_fresh_run_dir(run_dir: Path) -> None:
         try:
             folder.rmdir()  # only when empty: anything else there is not ours to delete
         except OSError:
-            return
+            break
+    fail(prog, err)
 
 
 def run_task(
@@ -173,8 +173,7 @@ def run_task(
             record = {"status": "ok", **task(cfg)}
     except ConfigError as err:  # in a multirun, or found while building (layers that do not fit)
         if not is_multirun():
-            _remove_fresh_run_dir(run_dir)
-            fail(prog, err)
+            _refuse(prog, run_dir, err)
         record = {"status": "failed", "error": f"ConfigError: {err}"}
         log.error("Run refused: %s", err)
     except DivergedError as err:
@@ -198,7 +197,7 @@ def run_task(
     _save(run_dir, record, start)
     if is_rank_zero() and record["status"] == "ok":
         table = {k: record.get(k) for k in summary_keys} | {"run dir": str(run_dir)}
-        print(format_table(f"{cfg.get('task_name', 'run')} result", table), flush=True)
+        print(format_table(f"{prog} result", table), flush=True)
     return record
 
 

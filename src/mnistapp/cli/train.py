@@ -85,7 +85,7 @@ def build(cfg: DictConfig, model_name: str | None = None) -> Run:
         num_classes=cfg.data.num_classes,
         net_config=OmegaConf.to_container(cfg.model, resolve=True),
         model_name=model_name,
-        max_loss=cfg.get("max_loss", 1000.0),
+        max_loss=cfg.max_loss,
     )
     loggers = _instantiate_all(cfg.get("logger"))
     callbacks = _instantiate_all(cfg.get("callbacks"))
