@@ -82,6 +82,10 @@ def entry_point(prog: str, hydra_main: Callable[[], Any]) -> Callable[[], Any]:
             if developer:
                 raise
             fail(prog, hydra_error_message(err))
+        except ConfigError as err:  # raised outside a task: by the sweeper, checking its settings
+            if developer:
+                raise
+            fail(prog, err)
         except OSError as err:
             if developer or _tasks_started:
                 raise

@@ -125,6 +125,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
 def fit_and_test(cfg: DictConfig, run: Run) -> dict[str, Any]:
     """Fit ``run``, test its best checkpoint when ``cfg.test``; return the record."""
+    from mnistapp.training.callbacks import find_callback
+    from mnistapp.training.tuning import OptunaPruning
+
     datamodule, module, trainer = run.datamodule, run.module, run.trainer
     start = time.perf_counter()
     # weights_only: a checkpoint to resume from is loaded as data, never as code
@@ -141,6 +144,10 @@ def fit_and_test(cfg: DictConfig, run: Run) -> dict[str, Any]:
     record.update(scalar_metrics(trainer.callback_metrics))
     checkpoint = trainer.checkpoint_callback
     record["best_ckpt"] = checkpoint.best_model_path if checkpoint else None
+    pruning = find_callback(trainer, OptunaPruning)
+    if pruning is not None and pruning.pruned_at is not None:
+        # an Optuna trial stopped as unpromising: recorded as such, and not tested
+        return record | {"status": "pruned", "pruned_after_epoch": pruning.pruned_at}
     if cfg.get("test"):
         # verbose=False: the run's own result table follows
         trainer.test(
@@ -223,7 +230,21 @@ def _main() -> Any:
         sys.argv[1:] = expand_resume(sys.argv[1:])
     except ConfigError as err:
         fail("train", err)
+    _register_sweeper()
     return hydra_main()
+
+
+def _register_sweeper() -> None:
+    """Make ``hydra/sweeper=optuna`` known to Hydra also in an editable install.
+
+    Hydra finds plugins by listing the ``hydra_plugins`` namespace package, and the finder of an
+    editable install (``pip install -e .``) hides our module from that listing.
+    """
+    from hydra.core.plugins import Plugins
+
+    from hydra_plugins.mnistapp_optuna.optuna_sweeper import OptunaSweeper
+
+    Plugins.instance().register(OptunaSweeper)
 
 
 # the console script and `python -m`: Hydra's own errors become one line (cli.task)

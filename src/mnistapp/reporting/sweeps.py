@@ -76,8 +76,13 @@ class Summary:
     best_note: str = ""
 
     @property
+    def pruned(self) -> list[Job]:
+        """Optuna trials stopped early as unpromising: by design, not failures."""
+        return [job for job in self.jobs if job.record.get("status") == "pruned"]
+
+    @property
     def failed(self) -> list[Job]:
-        return [job for job in self.jobs if not job.ok]
+        return [job for job in self.jobs if not job.ok and job not in self.pruned]
 
     def label(self, job: Job, keys: Sequence[str] | None = None, sep: str = " ") -> str:
         """``key=value`` for the varying overrides of ``job`` (floats shortened)."""
@@ -218,8 +223,9 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
 def to_markdown(summary: Summary) -> str:
     """The summary as Markdown: per-job table, seed groups, best job, failures."""
     lines = [f"# Sweep summary: {summary.sweep_dir}", ""]
-    ok = len(summary.jobs) - len(summary.failed)
-    lines.append(f"{len(summary.jobs)} jobs: {ok} ok, {len(summary.failed)} failed.")
+    ok = len(summary.jobs) - len(summary.failed) - len(summary.pruned)
+    pruned = f", {len(summary.pruned)} pruned" if summary.pruned else ""
+    lines.append(f"{len(summary.jobs)} jobs: {ok} ok{pruned}, {len(summary.failed)} failed.")
     if summary.fixed:
         fixed = " ".join(f"{k}={v}" for k, v in summary.fixed.items())
         lines.append(f"Fixed overrides: `{fixed}`")
@@ -257,13 +263,16 @@ def to_markdown(summary: Summary) -> str:
     if summary.best_note:
         lines.append("")
         if summary.best is None:
-            lines.append(f"**{summary.best_note}**: not found among the jobs.")
+            # a resumed study's best may be a trial of an earlier sweep
+            lines.append(f"**{summary.best_note}**: a trial of an earlier sweep of the study.")
         else:
             best = summary.best
+            scores = [f"val F1 {format_value(best.record.get('val/f1_best'))}"]
+            if best.record.get("test/f1") is not None:  # a search does not test its trials
+                scores.append(f"test F1 {format_value(best.record['test/f1'])}")
             lines.append(
                 f"**{summary.best_note}: job {best.num}** (`{summary.label(best) or '-'}`): "
-                f"val F1 {format_value(best.record.get('val/f1_best'))}, "
-                f"test F1 {format_value(best.record.get('test/f1'))}, {best.path}"
+                f"{', '.join(scores)}, {best.path}"
             )
     if summary.failed:
         lines += ["", "## Failed jobs", ""]

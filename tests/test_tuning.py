@@ -1,0 +1,118 @@
+"""``hparams_search=optuna``: a saved study that grows, pruning, parallel trials, errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+
+from tests.helpers import run_cli, tiny_overrides
+
+SEARCH = (
+    "hparams_search=optuna",
+    "model=mlp",
+    "plots.enabled=false",
+    "optimizer=adam",
+    "data.batch_size=32",
+    "hydra.sweeper.params={model.width: 'choice(4, 8, 16, 32)',"
+    " optimizer.lr: 'tag(log, interval(0.001, 0.05))'}",
+)
+
+
+def _storage(log_dir: Path) -> str:
+    return f"sqlite:///{log_dir}/optuna.db"
+
+
+def _sweeps(log_dir: Path) -> list[Path]:
+    return sorted(log_dir.glob("multirun/*/*"))
+
+
+def _rows(sweep_dir: Path) -> list[dict[str, str]]:
+    with (sweep_dir / "summary.csv").open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_a_saved_study_grows_with_each_command_and_runs_trials_in_parallel(
+    tiny_data: Path, tmp_path: Path
+) -> None:
+    common = (*tiny_overrides(tiny_data, tmp_path), *SEARCH, "trainer.max_epochs=1")
+    # two trials at once, in two worker processes sharing the sqlite study
+    run_cli(
+        "train.py",
+        *common,
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.n_jobs=2",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+    )
+    run_cli("train.py", *common, "hydra.sweeper.n_trials=2")
+
+    study = optuna.load_study(study_name="mnistapp", storage=_storage(tmp_path))
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 4
+    # the resumed search proposes new points, not the first command's again
+    first, second = (study.trials[:2], study.trials[2:])
+    assert {str(t.params) for t in first}.isdisjoint({str(t.params) for t in second})
+
+    sweeps = _sweeps(tmp_path)
+    assert len(sweeps) == 2
+    for sweep_dir, trials in zip(sweeps, (first, second), strict=True):
+        rows = _rows(sweep_dir)
+        assert [row["tune.trial"] for row in rows] == [str(t.number) for t in trials]
+        # the objective Optuna got is the job's val/f1_best from its metrics.json
+        for row, trial in zip(rows, trials, strict=True):
+            assert row["status"] == "ok"
+            assert float(row["val/f1_best"]) == pytest.approx(trial.value)
+            assert row["test/acc"] == ""  # a search never looks at the test set
+    results = yaml.safe_load((sweeps[1] / "optimization_results.yaml").read_text())
+    assert results["trials"] == 4 and results["best_value"] == pytest.approx(study.best_value)
+
+
+def test_unpromising_trials_are_pruned_after_an_epoch(tiny_data: Path, tmp_path: Path) -> None:
+    proc = run_cli(
+        "train.py",
+        *tiny_overrides(tiny_data, tmp_path),
+        *SEARCH,
+        "trainer.max_epochs=3",
+        "hydra.sweeper.n_trials=2",
+        # no F1 reaches 1.5: every trial is pruned at its first report
+        "~hydra.sweeper.pruner",
+        "+hydra.sweeper.pruner={_target_: optuna.pruners.ThresholdPruner, lower: 1.5}",
+    )
+    assert proc.returncode == 0  # pruned trials are not failures
+    study = optuna.load_study(study_name="mnistapp", storage=_storage(tmp_path))
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.PRUNED] * 2
+    assert all(list(t.intermediate_values) == [0] for t in study.trials)
+
+    (sweep_dir,) = _sweeps(tmp_path)
+    for job in ("0", "1"):
+        record = json.loads((sweep_dir / job / "metrics.json").read_text())
+        assert record["status"] == "pruned" and record["pruned_after_epoch"] == 0
+        assert record["epochs"] == 1  # stopped after its first of three epochs
+    assert "2 jobs: 0 ok, 2 pruned, 0 failed." in (sweep_dir / "summary.md").read_text()
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("hydra.sweeper.direction=up", "hydra.sweeper.direction must be maximize or minimize"),
+        ("hydra.sweeper.n_trials=0", "hydra.sweeper.n_trials must be an integer >= 1"),
+    ],
+)
+def test_bad_search_settings_are_one_line_errors(
+    tiny_data: Path, tmp_path: Path, override: str, message: str
+) -> None:
+    proc = run_cli(
+        "train.py",
+        *tiny_overrides(tiny_data, tmp_path),
+        *SEARCH,
+        override,
+        check=False,
+        env={"HYDRA_FULL_ERROR": "0"},
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith(f"train: error: {message}")
+    assert "Traceback" not in proc.stderr
