@@ -12,6 +12,7 @@ import struct
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -50,15 +51,24 @@ def read_run(run_dir: Path) -> dict[str, Any]:
     """The run's group, name, tags, config, history keys and summary from its ``.wandb`` file."""
     (path,) = run_dir.glob("run-*.wandb")
     run: dict[str, Any] = {"config": {}, "history": set(), "summary": {}, "artifacts": []}
+    run["charts"], run["captions"] = {}, {}
     for record in read_records(path):
         kind = record.WhichOneof("record_type")
         if kind == "run":
             run.update(group=record.run.run_group, name=record.run.display_name)
             run.update(id=record.run.run_id, tags=list(record.run.tags), notes=record.run.notes)
         elif kind == "config":
-            run["config"].update({u.key: json.loads(u.value_json) for u in record.config.update})
+            for u in record.config.update:
+                if u.key:
+                    run["config"][u.key] = json.loads(u.value_json)
+                elif list(u.nested_key[:2]) == ["_wandb", "visualize"]:  # W&B's own charts
+                    run["charts"][u.nested_key[2]] = json.loads(u.value_json)
         elif kind == "history":
-            run["history"] |= {i.key or "/".join(i.nested_key) for i in record.history.item}
+            for item in record.history.item:
+                key = item.key or "/".join(item.nested_key)
+                run["history"].add(key)
+                if key.endswith("/captions"):
+                    run["captions"][key.removesuffix("/captions")] = json.loads(item.value_json)
         elif kind == "summary":
             for u in record.summary.update:
                 run["summary"][u.key or "/".join(u.nested_key)] = json.loads(u.value_json)
@@ -114,12 +124,35 @@ def test_offline_run_logs_config_metrics_media_and_model(
     assert all(key in summary for key in METRICS + TEST_METRICS), sorted(summary)
     assert summary["test/acc"] == pytest.approx(json.loads(metrics_file.read_text())["test/acc"])
     assert summary["output_dir"] == str(out.resolve())
-    # media: the confusion matrix, the misclassified digits and the per-class F1 table
+    # W&B's own charts: an interactive confusion matrix and a per-class F1 bar chart, whose
+    # tables hold exactly the test's numbers
+    record = json.loads(metrics_file.read_text())
+    assert run["charts"]["test/confusion_matrix"]["panel_config"]["panelDefId"].startswith(
+        "wandb/confusion_matrix"
+    )
+    assert run["charts"]["test/f1_per_class_chart"]["panel_config"]["panelDefId"].startswith(
+        "wandb/bar"
+    )
     media = run_dir / "files" / "media"
-    assert list(media.glob("images/test/confusion_matrix_*.png"))
-    assert list(media.glob("images/test/failures_*.png"))
-    (table,) = media.glob("table/test/f1_per_class_*.table.json")
-    assert len(json.loads(table.read_text())["data"]) == 10
+    (confusion,) = media.glob("table/test/confusion_matrix_table_*.table.json")
+    cells = json.loads(confusion.read_text())["data"]
+    assert [[int(t), int(p), n] for t, p, n in cells] == [
+        [t, p, n] for t, row in enumerate(record["test/confusion"]) for p, n in enumerate(row)
+    ]
+    (f1_table,) = media.glob("table/test/f1_per_class_*.table.json")
+    rows = json.loads(f1_table.read_text())["data"]
+    assert [name for name, _ in rows] == [str(k) for k in range(10)]
+    assert [f1 for _, f1 in rows] == pytest.approx(record["test/f1_per_class"])
+    # every misclassified test image, captioned with its true and predicted class
+    wrong = sum(
+        n for t, row in enumerate(record["test/confusion"]) for p, n in enumerate(row) if t != p
+    )
+    captions = run["captions"]["test/misclassified"]
+    assert len(captions) == min(wrong, 64) > 0
+    assert len(list(media.glob("images/test/misclassified_*.png"))) == len(captions)
+    for caption in captions:
+        true, predicted = caption.removeprefix("true ").split(", predicted ")
+        assert true != predicted and {true, predicted} <= {str(k) for k in range(10)}
     # log_model=true: the best checkpoint as a model artifact
     assert ("model", ["best", "latest"]) in run["artifacts"]
 
@@ -201,9 +234,13 @@ def test_mode_is_online_with_an_api_key(clean_env: Path, monkeypatch: pytest.Mon
 
 
 def test_mode_is_online_after_wandb_login(clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import wandb
+
+    # the server wandb itself would use (its default changed in 0.31): never hard-coded here
+    host = urlsplit(wandb.Settings().base_url).netloc
     clean_env.write_text("machine example.org\n  login user\n  password secret\n")
     assert tracking.resolve_mode() == "offline"
-    clean_env.write_text("machine api.wandb.ai\n  login user\n  password " + "k" * 40 + "\n")
+    clean_env.write_text(f"machine {host}\n  login user\n  password " + "k" * 40 + "\n")
     assert tracking.resolve_mode() == "online"
     # a self-hosted server is looked up under its own host; NETRC moves the file
     monkeypatch.setenv("WANDB_BASE_URL", "https://wandb.example.org")

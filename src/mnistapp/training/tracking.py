@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import functools
 import logging
-import netrc
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 import lightning as L
 from lightning.pytorch.loggers import WandbLogger
@@ -27,8 +25,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# Hosts `wandb login` writes to ~/.netrc: the classic API host and wandb>=0.31's default one.
-DEFAULT_HOSTS = ("api.wandb.ai", "api.forge.coreweave.com")
 OFFLINE_MODES = ("offline", "dryrun")
 
 # Runs started by wandb_logger() in this process and not yet finished (see finish_runs).
@@ -36,20 +32,30 @@ _active_runs: list[Run] = []
 
 
 def logged_in() -> bool:
-    """True if W&B has credentials: an API key or token file in the environment, or netrc.
+    """True if wandb finds credentials for the server it would use, as ``wandb.init`` looks them
+    up: an API key or identity token in the environment, its settings files, or the netrc entry
+    for that server's host (``wandb login``; the default server is wandb's own choice).
 
-    Only looks; never prompts, never touches the network.
+    Never prompts, never touches the network, and changes nothing in wandb's session.
     """
-    if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_IDENTITY_TOKEN_FILE"):
-        return True
-    base_url = os.environ.get("WANDB_BASE_URL")
-    hosts = (urlsplit(base_url).netloc,) if base_url else DEFAULT_HOSTS
-    path = Path(os.environ.get("NETRC") or "~/.netrc").expanduser()
     try:
-        entries = netrc.netrc(path)
-    except (OSError, netrc.NetrcParseError):
+        import wandb
+        from wandb.sdk.lib import wbauth
+
+        settings = wandb.Settings()
+        settings.update_from_system_settings()  # `wandb login --host` saves the server there
+        settings.update_from_env_vars(dict(os.environ))
+        auth = wbauth.authenticate_session(
+            host=settings.base_url, source="mnistapp", prompt=False, update_session=False
+        )
+    except ImportError:  # a wandb before 0.31: its public call, which may cache the key
+        import wandb
+
+        return bool(wandb.login(prompt=False, verify=False))
+    except Exception as err:  # e.g. a malformed key: W&B would fail to log in as well
+        log.warning("W&B: credentials found but unusable: %s", err)
         return False
-    return any((auth := entries.authenticators(host)) and auth[2] for host in hosts)
+    return auth is not None
 
 
 def resolve_mode(configured: str | None = None) -> str:
@@ -219,10 +225,13 @@ def finish_runs(exit_code: int = 0) -> None:
 
 
 class WandbMedia(L.Callback):
-    """After testing, log the confusion matrix, misclassified digits and per-class F1 to W&B.
+    """After testing, log W&B's own charts: an interactive confusion matrix, per-class F1 as a
+    table and a bar chart, and the misclassified test images, each captioned with its true and
+    predicted class.
 
-    Does nothing unless a :class:`WandbLogger` is attached; a failure is only a warning. The
-    digits come from the trainer's :class:`MisclassifiedDigits` callback, when it has one.
+    Does nothing unless a :class:`WandbLogger` is attached; a failure is only a warning. Class
+    names come from the DataModule (``class_names``), else the class indices; the images from
+    the trainer's :class:`MisclassifiedDigits` callback, when it has one.
     """
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -231,37 +240,59 @@ class WandbMedia(L.Callback):
             return
         collector = find_callback(trainer, MisclassifiedDigits)
         failures = collector.failures if collector is not None else {}
+        results = pl_module.test_results
+        names = getattr(trainer.datamodule, "class_names", None) or [
+            str(k) for k in range(len(results.get("test/confusion", [])))
+        ]
         try:
-            self._log(loggers, trainer.global_step, pl_module.test_results, failures)
+            media = self.media(results, failures, [str(n) for n in names])
+            for logger in loggers:
+                logger.log_metrics(media, step=trainer.global_step)
         except Exception as err:
             log.warning("W&B: could not log the test media: %s: %s", type(err).__name__, err)
 
     @staticmethod
-    def _log(
-        loggers: list[WandbLogger],
-        step: int,
-        results: dict[str, Any],
-        failures: dict[str, Any],
-    ) -> None:
-        import matplotlib.pyplot as plt
+    def media(
+        results: dict[str, Any], failures: dict[str, Any], names: Sequence[str]
+    ) -> dict[str, Any]:
+        """The W&B objects to log, by key, from a test's results and misclassified images."""
+        import wandb
 
-        from mnistapp.reporting.plots import confusion_figure, failures_figure
-
-        figures = {}
-        if "test/confusion" in results:
-            figures["test/confusion_matrix"] = confusion_figure(results["test/confusion"])
-        if failures:
-            figures["test/failures"] = failures_figure(
-                failures["images"], failures["targets"], failures["preds"]
+        media: dict[str, Any] = {}
+        confusion = results.get("test/confusion")
+        if confusion:
+            # wandb's chart counts (true, predicted) pairs: expand the matrix back into them
+            pairs = [(t, p) for t, row in enumerate(confusion) for p, n in enumerate(row)]
+            counts = [int(n) for row in confusion for n in row]
+            y_true = [t for (t, _), n in zip(pairs, counts, strict=True) for _ in range(n)]
+            preds = [p for (_, p), n in zip(pairs, counts, strict=True) for _ in range(n)]
+            media["test/confusion_matrix"] = wandb.plot.confusion_matrix(
+                y_true=y_true, preds=preds, class_names=list(names), title="Test confusion matrix"
             )
-        f1 = results.get("test/f1_per_class", [])
-        try:
-            for logger in loggers:
-                for key, figure in figures.items():
-                    logger.log_image(key, [figure], step=step)
-                if f1:
-                    rows = [[digit, value] for digit, value in enumerate(f1)]
-                    logger.log_table("test/f1_per_class", ["class", "f1"], rows, step=step)
-        finally:
-            for figure in figures.values():
-                plt.close(figure)
+        f1 = results.get("test/f1_per_class")
+        if f1:
+            table = wandb.Table(
+                columns=["class", "f1"], data=[[n, v] for n, v in zip(names, f1, strict=True)]
+            )
+            media["test/f1_per_class"] = table
+            media["test/f1_per_class_chart"] = wandb.plot.bar(
+                table, "class", "f1", title="Test macro F1 per class"
+            )
+        if failures:
+            media["test/misclassified"] = [
+                wandb.Image(
+                    _to_uint8(image),
+                    caption=f"true {names[int(t)]}, predicted {names[int(p)]}",
+                )
+                for image, t, p in zip(
+                    failures["images"], failures["targets"], failures["preds"], strict=True
+                )
+            ]
+        return media
+
+
+def _to_uint8(image: Any) -> Any:
+    """A normalised image as uint8 greyscale, stretched to its own range (for display)."""
+    low, high = image.min(), image.max()
+    scaled = (image - low) / (high - low) if high > low else image * 0
+    return (scaled * 255).round().byte().numpy()
