@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from tests.helpers import ROOT, run_cli, tiny_overrides
@@ -175,14 +176,38 @@ def test_two_runs_started_together_get_their_own_folders(tiny_data: Path, tmp_pa
     assert all(len(list(Path(r["run_dir"], "checkpoints").glob("*-v1.ckpt"))) == 0 for r in records)
 
 
-def test_rich_callbacks_draw_the_summary_and_bars(tiny_data: Path, tmp_path: Path) -> None:
+def test_progress_in_a_log_file_is_plain_lines(tiny_data: Path, tmp_path: Path) -> None:
+    """Output to a pipe (as under SLURM, nohup or CI): no bar redraws, one line per epoch."""
     overrides = [o for o in tiny_overrides(tiny_data, tmp_path) if "progress_bar" not in o]
     proc = run_cli("train.py", "callbacks=rich", *overrides, "trainer.enable_model_summary=true")
     assert json.loads((_single_run_dir(tmp_path) / "metrics.json").read_text())["status"] == "ok"
     output = proc.stdout + proc.stderr
-    # RichModelSummary's table of layers, and Rich's bars instead of tqdm's
+    # RichModelSummary's table of layers
     assert "┃" in output and "Trainable params: 44.4 K" in output
-    assert "━" in output and "it/s]" not in output
+    # no bar at all: neither Rich's nor tqdm's, and no carriage-return redraws
+    rich_bars = [line for line in output.splitlines() if "━" in line and "•" in line]
+    assert not rich_bars and "it/s]" not in output and "\r" not in output
+    for epoch in (1, 2):
+        (line,) = [line for line in output.splitlines() if f"epoch {epoch}/2 done in" in line]
+        assert "val/f1" in line and "train/loss" in line
+    log_file = (_single_run_dir(tmp_path) / "train.log").read_text()
+    assert "epoch 2/2 done in" in log_file  # the lines are log records: in train.log too
+
+
+@pytest.mark.parametrize("style", ["tqdm", "rich"])
+def test_a_terminal_gets_a_live_bar(style: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lightning.pytorch.callbacks import RichProgressBar, TQDMProgressBar
+
+    from mnistapp.training.progress import LogProgress, progress_bar
+
+    stream = "stderr" if style == "tqdm" else "stdout"
+    assert isinstance(progress_bar(style), LogProgress)  # pytest captures: not a terminal
+    monkeypatch.setattr(getattr(sys, stream), "isatty", lambda: True)
+    bar = progress_bar(style, refresh_rate=5)
+    assert isinstance(bar, TQDMProgressBar if style == "tqdm" else RichProgressBar)
+    assert bar.refresh_rate == 5
+    with pytest.raises(ValueError, match="tqdm or rich"):
+        progress_bar("fancy")
 
 
 def test_tensorboard_logger_writes_event_files(tiny_data: Path, tmp_path: Path) -> None:

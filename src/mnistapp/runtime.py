@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import importlib.metadata
+import os
 import platform
 import signal
 import socket
@@ -15,6 +16,7 @@ import subprocess
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -109,3 +111,23 @@ def provenance() -> dict[str, Any]:
         "hydra": version("hydra-core"),
         "host": socket.gethostname(),
     }
+
+
+def run_time(pattern: str = "%H-%M-%S-%f") -> str:
+    """The run folder's last part: the time now, or ``slurm-<job>.<step>`` inside an ``srun``
+    step of several tasks.
+
+    ``srun -n 2 python train.py trainer=ddp_cpu`` starts every DDP rank itself, each composing
+    its own config: by time their folders would differ, by SLURM job and step they are one.
+    """
+    if int(os.environ.get("SLURM_STEP_NUM_TASKS", "1")) > 1 and "SLURM_JOB_ID" in os.environ:
+        return f"slurm-{os.environ['SLURM_JOB_ID']}.{os.environ.get('SLURM_STEP_ID', '0')}"
+    return datetime.now().strftime(pattern)
+
+
+def register_resolvers() -> None:
+    """``${run_time:}`` for ``conf/hydra/default.yaml``; cached like Hydra's ``${now:}``, so one
+    run's folder is one name however often it is resolved."""
+    from omegaconf import OmegaConf
+
+    OmegaConf.register_new_resolver("run_time", run_time, use_cache=True, replace=True)

@@ -35,6 +35,7 @@ from mnistapp.runtime import (
     is_multirun,
     is_rank_zero,
     provenance,
+    register_resolvers,
     stop_on_signals,
     stopped_by,
 )
@@ -74,6 +75,7 @@ def entry_point(prog: str, hydra_main: Callable[[], Any]) -> Callable[[], Any]:
 
     @functools.wraps(hydra_main)
     def main() -> Any:
+        register_resolvers()
         developer = os.environ.get("HYDRA_FULL_ERROR") == "1"
         os.environ["HYDRA_FULL_ERROR"] = "1"
         try:
