@@ -237,13 +237,14 @@ def test_submitit_local_runs_the_cluster_path(tiny_data: Path, tmp_path: Path) -
     assert (sweep_dir / ".submitit").is_dir() and (sweep_dir / "summary.png").is_file()
 
 
-def test_slurm_launcher_preset_composes() -> None:
+@pytest.mark.parametrize(("preset", "gpus"), [("slurm", None), ("slurm_gpu", 1)])
+def test_slurm_launcher_presets_compose(preset: str, gpus: int | None) -> None:
     proc = run_cli(
-        "train.py", "hydra/launcher=slurm", "hydra.launcher.partition=gpu", "--cfg", "hydra"
+        "train.py", f"hydra/launcher={preset}", "hydra.launcher.partition=gpu", "--cfg", "hydra"
     )
     launcher = yaml.safe_load(proc.stdout)["hydra"]["launcher"]
     assert launcher["_target_"].endswith("SlurmLauncher")
-    assert launcher["partition"] == "gpu" and launcher["gpus_per_node"] == 1
+    assert launcher["partition"] == "gpu" and launcher["gpus_per_node"] == gpus
 
 
 # Summaries of hand-written sweep directories: cheap, no training.
