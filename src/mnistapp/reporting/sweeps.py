@@ -285,20 +285,23 @@ def to_markdown(summary: Summary) -> str:
 
 
 def plot(summary: Summary, path: Path) -> None:
-    """Test macro F1 against parameter count (log x), one labelled point per finished job."""
+    """Test macro F1 against parameter count (log x), one labelled point per finished job; the
+    best validation F1 when no job was tested (a hyper-parameter search)."""
     # The object-oriented API renders with Agg and leaves pyplot's global state alone.
     from matplotlib.figure import Figure
     from matplotlib.ticker import NullFormatter
 
     fig = Figure(figsize=(9, 6), layout="constrained")
     ax = fig.add_subplot()
+    tested = any(_finite(j.record.get("test/f1")) for j in summary.jobs)
+    key, name = ("test/f1", "test macro F1") if tested else ("val/f1_best", "best val macro F1")
     done = [
         j
         for j in summary.jobs
-        if j.ok and _finite(j.record.get("test/f1")) and j.record.get("params_total")
+        if j.ok and _finite(j.record.get(key)) and j.record.get("params_total")
     ]
     for job in done:
-        x, y = job.record["params_total"], job.record["test/f1"]
+        x, y = job.record["params_total"], job.record[key]
         ax.scatter(x, y, color="tab:blue", zorder=2)
         label = summary.label(job, sep="\n") or f"job {job.num}"
         note = ax.annotate(label, (x, y), xytext=(5, 3), textcoords="offset points", fontsize=7)
@@ -312,10 +315,8 @@ def plot(summary: Summary, path: Path) -> None:
         ax.xaxis.set_minor_formatter(NullFormatter())
     ax.margins(x=0.2, y=0.1)
     ax.set_xlabel("parameters (log scale)")
-    ax.set_ylabel("test macro F1")
-    ax.set_title(
-        f"Parameters vs test macro F1: {summary.sweep_dir.parent.name}/{summary.sweep_dir.name}"
-    )
+    ax.set_ylabel(name)
+    ax.set_title(f"Parameters vs {name}: {summary.sweep_dir.parent.name}/{summary.sweep_dir.name}")
     ax.grid(True, which="both", alpha=0.3)
     fig.savefig(path, dpi=120)
 
