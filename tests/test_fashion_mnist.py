@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import csv
 import gzip
 import hashlib
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_module
@@ -15,7 +17,8 @@ from hydra.utils import instantiate
 from mnistapp.data import sources
 from mnistapp.data.datamodule import MNISTDataModule
 from mnistapp.data.sources import FASHION_MNIST, DataSourceError, ensure_dataset, idx_bytes
-from tests.helpers import synthetic_digits
+from mnistapp.training.checkpoints import restore
+from tests.helpers import run_cli, run_module, synthetic_digits, tiny_overrides
 
 NAMES = list(sources.FASHION_MNIST_MD5)
 CLOTHES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat"]
@@ -164,8 +167,12 @@ def test_datamodule_reads_fashion_mnist_with_its_class_names(tmp_path: Path) -> 
     ("kwargs", "message"),
     [
         ({"dataset": "kmnist"}, "data.dataset must be one of"),
-        ({"class_names": ["a", "b"]}, "data.class_names must be a list of data.num_classes=10"),
+        (
+            {"class_names": ["a", "b"]},
+            "data.class_names must be a list of data.num_classes=10 distinct",
+        ),
         ({"class_names": "0123456789"}, "data.class_names must be a list"),
+        ({"class_names": ["a"] * 10}, "data.class_names must be a list of .* distinct names"),
     ],
 )
 def test_datamodule_refuses_bad_dataset_and_names(kwargs: dict, message: str) -> None:
@@ -194,3 +201,49 @@ def test_the_real_debian_package_matches_the_official_md5s(tmp_path: Path) -> No
     labels = torch.cat([dm.data["train"][1], dm.data["val"][1]])
     assert torch.bincount(labels).tolist() == [6000] * 10
     assert sorted(p.name for p in raw.iterdir()) == sorted([*NAMES, sources.STAMP_FILE])
+
+
+def test_train_eval_predict_name_the_clothes(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    raw = data / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name, blob in _idx_files(400, 200).items():
+        (raw / name).write_bytes(blob)
+    logs = tmp_path / "logs"
+    fashion = ["data=fashion_mnist", *tiny_overrides(data, logs)]
+    run_cli("train.py", *fashion, "trainer.max_epochs=1")
+    (run_dir,) = (p.parent for p in logs.glob("*/*/metrics.json"))
+    trained = json.loads((run_dir / "metrics.json").read_text())
+    assert trained["class_names"] == CLOTHES
+    assert list(trained["test/f1_by_class"]) == CLOTHES
+    assert "Test F1 per class: T-shirt/top " in (run_dir / "train.log").read_text()
+
+    # the checkpoint carries the names: eval and predict know them without being told
+    ckpt = Path(trained["best_ckpt"])
+    assert restore(ckpt).module.class_names == CLOTHES
+    evaluation = [o for o in fashion if not o.startswith("callbacks.")]
+    run_cli("eval.py", f"ckpt_path={ckpt}", *evaluation)
+    (metrics,) = logs.glob("eval/*/*/metrics.json")
+    evaluated = json.loads(metrics.read_text())
+    assert evaluated["test/f1_by_class"] == trained["test/f1_by_class"]
+    # tested on MNIST-named data by mistake: a warning, and the checkpoint's names are kept
+    mnist_raw = data / "MNIST" / "raw"
+    mnist_raw.mkdir(parents=True)
+    for name in NAMES:
+        (mnist_raw / name).write_bytes((raw / name).read_bytes())
+    proc = run_cli(
+        "eval.py", f"ckpt_path={ckpt}", *evaluation[1:], "paths.log_dir=" + str(logs / "m")
+    )
+    assert "The checkpoint's classes (T-shirt/top, " in proc.stdout + proc.stderr
+    (metrics,) = (logs / "m").glob("eval/*/*/metrics.json")
+    assert json.loads(metrics.read_text())["class_names"] == CLOTHES
+
+    inputs = tmp_path / "inputs.npy"
+    np.save(inputs, synthetic_digits(4, seed=3)[0])
+    run_module(
+        "mnistapp.cli.predict", f"ckpt_path={ckpt}", f"inputs={inputs}", f"paths.log_dir={logs}"
+    )
+    (predictions,) = logs.glob("predict/*/*/predictions.csv")
+    rows = list(csv.DictReader(predictions.open()))
+    assert len(rows) == 4
+    assert all(row["class"] == CLOTHES[int(row["prediction"])] for row in rows)

@@ -122,10 +122,10 @@ class MNISTDataModule(L.LightningDataModule):
         if std <= 0:
             raise ValueError(f"data.std must be > 0, got {std}")
         names = [str(i) for i in range(num_classes)] if class_names is None else class_names
-        if isinstance(names, str) or len(names) != num_classes:
+        if isinstance(names, str) or len(names) != num_classes or len(set(names)) != len(names):
             raise ValueError(
-                f"data.class_names must be a list of data.num_classes={num_classes} names, "
-                f"got {names!r}"
+                f"data.class_names must be a list of data.num_classes={num_classes} distinct "
+                f"names, got {list(names) if not isinstance(names, str) else names!r}"
             )
         self.save_hyperparameters(logger=False)
         # plain strings: a config list (ListConfig) would not load from a weights_only checkpoint
