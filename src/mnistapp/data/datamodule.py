@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 import lightning as L
 import torch
 from torch import Tensor
 
 from mnistapp.data.sources import DATASETS, ensure_dataset
-from mnistapp.data.transforms import MNIST_MEAN, MNIST_STD, normalize
+from mnistapp.data.transforms import MNIST_MEAN, MNIST_STD, RandomAffine, normalize
 
 
 class TensorBatchLoader:
@@ -91,7 +92,9 @@ class MNISTDataModule(L.LightningDataModule):
     (``on_after_batch_transfer``); on CUDA the whole uint8 dataset is moved to the GPU once.
     ``num_classes``, ``channels`` and ``image_size`` describe the data to the models (their
     configs read them); ``setup`` checks that the files match them. ``class_names`` name the
-    labels ``0..num_classes-1`` in figures and records (default: the digits).
+    labels ``0..num_classes-1`` in figures and records (default: the digits). ``augment``
+    (``{degrees, translate, scale}``, see :class:`~mnistapp.data.transforms.RandomAffine`) moves
+    each training image at random, on the device, before normalisation; None leaves them be.
     """
 
     def __init__(
@@ -111,6 +114,7 @@ class MNISTDataModule(L.LightningDataModule):
         image_size: int = 28,
         dataset: str = "mnist",
         class_names: Sequence[str] | None = None,
+        augment: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if dataset not in DATASETS:
@@ -130,6 +134,9 @@ class MNISTDataModule(L.LightningDataModule):
         self.save_hyperparameters(logger=False)
         # plain strings: a config list (ListConfig) would not load from a weights_only checkpoint
         self.hparams.class_names = [str(name) for name in names]
+        # training batches only, on their device, before normalisation (on_after_batch_transfer)
+        self.augment = None if augment is None else RandomAffine.from_config(augment)
+        self.hparams.augment = None if self.augment is None else self.augment.as_config()
         self.data: dict[str, tuple[Tensor, Tensor]] = {}
 
     @property
@@ -210,6 +217,11 @@ class MNISTDataModule(L.LightningDataModule):
         """uint8 ``[B, H, W]`` → float ``[B, 1, H, W]`` standardised with the dataset mean/std."""
         return normalize(images, self.hparams.mean, self.hparams.std)
 
-    def on_after_batch_transfer(self, batch: tuple[Tensor, Tensor], dataloader_idx: int):
+    def on_after_batch_transfer(
+        self, batch: tuple[Tensor, Tensor], dataloader_idx: int
+    ) -> tuple[Tensor, Tensor]:
+        """Augment training batches (``data.augment``), then normalise every batch."""
         images, labels = batch
+        if self.augment is not None and self.trainer is not None and self.trainer.training:
+            images = self.augment(images)
         return self.normalize(images), labels
