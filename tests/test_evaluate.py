@@ -43,7 +43,8 @@ def test_eval_reproduces_training_metrics_and_writes_figures(
     evaluated = json.loads(metrics_path.read_text())
     # the model is named as in training (its config name), not by its class
     assert evaluated["status"] == "ok" and evaluated["model"] == trained["model"] == "lenet"
-    for key in ("test/acc", "test/f1", "test/f1_per_class", "test/confusion"):
+    keys = ("test/acc", "test/f1", "test/f1_per_class", "test/f1_by_class", "test/confusion")
+    for key in keys:
         assert evaluated[key] == trained[key], key
     assert "test/acc" in proc.stdout and str(run_dir) in proc.stdout
     for name in FIGURES:  # curves come from the training run's csv/metrics.csv

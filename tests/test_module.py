@@ -90,3 +90,17 @@ def test_divergence_is_an_error(tiny_data: Path, tmp_path: Path) -> None:
     )
     with pytest.raises(FloatingPointError, match="diverged"):
         trainer.fit(module, datamodule=dm)
+
+
+def test_class_names_are_kept_and_checked(tiny_data: Path, tmp_path: Path) -> None:
+    assert Classifier(nn.Linear(2, 3), num_classes=3).class_names == ["0", "1", "2"]
+    with pytest.raises(ValueError, match="2 class names for 3 classes"):
+        Classifier(nn.Linear(2, 3), num_classes=3, class_names=["a", "b"])
+    # without names of its own, the module takes the DataModule's; results are keyed by them
+    trainer, module, dm = _fit(tiny_data, tmp_path, epochs=1)
+    dm.hparams.class_names = [f"class {k}" for k in range(10)]
+    trainer.test(module, datamodule=dm, verbose=False)
+    results = module.test_results
+    assert results["class_names"] == dm.class_names == module.class_names
+    assert list(results["test/f1_by_class"]) == dm.class_names
+    assert list(results["test/f1_by_class"].values()) == results["test/f1_per_class"]

@@ -92,3 +92,46 @@ def test_no_matplotlib_at_import_and_no_pyplot_ever(tmp_path: Path) -> None:
         text=True,
     )
     assert proc.returncode == 0, proc.stderr
+
+
+CLOTHES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat"]
+CLOTHES += ["Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+
+
+def _texts(fig) -> list[str]:
+    return [t.get_text() for ax in fig.axes for t in ax.texts]
+
+
+def test_figures_name_the_classes(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    confusion = plots.confusion_figure(np.eye(10, dtype=int) * 5, class_names=CLOTHES)
+    ax = confusion.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == CLOTHES
+    assert [t.get_text() for t in ax.get_yticklabels()] == CLOTHES
+    assert "test images" in ax.get_title()
+
+    failures = plots.failures_figure(
+        rng.random((3, 28, 28)), [9, 0, 6], [7, 6, 0], class_names=CLOTHES
+    )
+    assert _texts(failures) == [
+        "Ankle boot\n→Sneaker",
+        "T-shirt/top\n→Shirt",
+        "Shirt\n→T-shirt/top",
+    ]
+    labels = np.arange(60) % 10
+    tsne = plots.tsne_figure({"trained": (rng.normal(size=(60, 2)), labels)}, class_names=CLOTHES)
+    legend = tsne.axes[0].get_legend()
+    assert [t.get_text() for t in legend.get_texts()] == CLOTHES
+    assert legend.get_title().get_text() == "class"
+    for name, fig in (("confusion", confusion), ("failures", failures), ("tsne", tsne)):
+        assert_png(plots.save_figure(fig, tmp_path / f"{name}.png"), min_kb=5)
+
+
+def test_figures_number_the_digits_by_default() -> None:
+    ax = plots.confusion_figure(np.eye(10, dtype=int)).axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == [str(k) for k in range(10)]
+    assert "test digits" in ax.get_title()
+    failures = plots.failures_figure(np.zeros((2, 28, 28)), [7, 4], [1, 9])
+    assert _texts(failures) == ["7→1", "4→9"]
+    tsne = plots.tsne_figure({"trained": (np.zeros((20, 2)), np.arange(20) % 10)})
+    assert tsne.axes[0].get_legend().get_title().get_text() == "digit"

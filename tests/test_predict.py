@@ -113,6 +113,7 @@ def test_predict_images_npy_and_idx(checkpoint: Path, tmp_path: Path) -> None:
         top3 = [pair.split(":") for pair in row["top3"].split()]
         assert len(top3) == 3 and top3[0][0] == row["prediction"]
         assert 0 <= int(row["prediction"]) <= 9 and 0 < float(row["probability"]) <= 1
+        assert row["class"] == row["prediction"]  # MNIST's class names are its digits
         assert [float(p) for _, p in top3] == sorted((float(p) for _, p in top3), reverse=True)
     predicted = [int(row["prediction"]) for row in rows if "[" in row["file"]]
     assert np.mean(np.array(predicted) == labels) >= 0.5  # the tiny model knows these

@@ -1,12 +1,14 @@
-"""``python eval.py ckpt_path=<file>``: test a checkpoint on the MNIST test set, with figures.
+"""``python eval.py ckpt_path=<file>``: test a checkpoint on the test set (``data=``), with figures.
 
-The architecture is rebuilt from the checkpoint (``model=`` only asserts it), the test set is run
-by Lightning's ``Trainer.test`` and the record (accuracy, macro F1, per-class F1, confusion
-matrix) goes to ``metrics.json`` in the run directory, next to the figures.
+The architecture and the class names are rebuilt from the checkpoint (``model=`` only asserts
+it), the test set is run by Lightning's ``Trainer.test`` and the record (accuracy, macro F1,
+per-class F1 by class name, confusion matrix) goes to ``metrics.json`` in the run directory, next
+to the figures.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 import hydra
@@ -17,6 +19,8 @@ from mnistapp.reporting.records import scalar_metrics
 
 if TYPE_CHECKING:
     from mnistapp.training.checkpoints import Restored
+
+log = logging.getLogger(__name__)
 
 RESULT_KEYS = ("model", "test/acc", "test/f1", "test/loss", "params_total", "ckpt_path")
 
@@ -50,6 +54,15 @@ def evaluate(cfg: DictConfig, restored: Restored) -> dict[str, Any]:
         ]
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=False)
     module = restored.module
+    saved = module.hparams.get("class_names")
+    if saved and list(saved) != list(getattr(datamodule, "class_names", saved)):
+        # e.g. a Fashion-MNIST model tested without data=fashion_mnist: say so, name its classes
+        log.warning(
+            "The checkpoint's classes (%s) are not the data's (%s): is data= the data set it was "
+            "trained on? Figures and records use the checkpoint's names",
+            ", ".join(saved),
+            ", ".join(datamodule.class_names),
+        )
     trainer.test(module, datamodule=datamodule, verbose=False)  # our result table follows
     trainable, total = count_parameters(module.net)
     return {

@@ -2,7 +2,8 @@
 
 Files are read and converted to MNIST-style digits by :mod:`mnistapp.data.inputs`, at the image
 size the checkpoint was trained on; files that cannot be read are reported and skipped.
-Predictions go to ``predictions.csv`` in the run directory and are printed.
+Predictions (label, class name, probability, top 3 labels) go to ``predictions.csv`` in the run
+directory and are printed.
 """
 
 from __future__ import annotations
@@ -51,10 +52,12 @@ def predict(
             [net(restored.normalize(chunk)).softmax(1) for chunk in images.split(cfg.batch_size)]
         )
     top_probs, top_classes = probs.topk(min(3, probs.shape[1]), dim=1)
+    class_names = restored.module.class_names  # saved in the checkpoint (digits when not)
     rows = [
         {
             "file": name,
             "prediction": int(classes[0]),
+            "class": class_names[int(classes[0])],
             "probability": round(float(p[0]), 4),
             "top3": " ".join(f"{int(c)}:{float(q):.4f}" for c, q in zip(classes, p, strict=True)),
         }

@@ -83,6 +83,7 @@ def build(cfg: DictConfig, model_name: str | None = None) -> Run:
         optimizer=instantiate(cfg.optimizer),
         scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
         num_classes=cfg.data.num_classes,
+        class_names=datamodule.class_names,
         net_config=OmegaConf.to_container(cfg.model, resolve=True),
         model_name=model_name,
         max_loss=cfg.max_loss,

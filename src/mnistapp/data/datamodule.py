@@ -1,15 +1,16 @@
-"""The MNIST DataModule: verified IDX files → uint8 tensors kept resident → batches by slicing."""
+"""MNIST and Fashion-MNIST: verified IDX files → resident uint8 tensors → batches by slicing."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 import lightning as L
 import torch
 from torch import Tensor
 
-from mnistapp.data.sources import ensure_mnist
-from mnistapp.data.transforms import MNIST_MEAN, MNIST_STD, normalize
+from mnistapp.data.sources import DATASETS, ensure_dataset
+from mnistapp.data.transforms import MNIST_MEAN, MNIST_STD, RandomAffine, normalize
 
 
 class TensorBatchLoader:
@@ -84,12 +85,16 @@ class TensorBatchLoader:
 
 
 class MNISTDataModule(L.LightningDataModule):
-    """MNIST as tensors: 60k train (minus a seeded validation split) and the 10k test set.
+    """MNIST or Fashion-MNIST (``dataset``) as tensors: 60k train (minus a seeded validation split)
+    and the 10k test set.
 
     Batches leave the loader as uint8 ``[B, 28, 28]`` and are normalised on the device they land on
     (``on_after_batch_transfer``); on CUDA the whole uint8 dataset is moved to the GPU once.
     ``num_classes``, ``channels`` and ``image_size`` describe the data to the models (their
-    configs read them); ``setup`` checks that the files match them.
+    configs read them); ``setup`` checks that the files match them. ``class_names`` name the
+    labels ``0..num_classes-1`` in figures and records (default: the digits). ``augment``
+    (``{degrees, translate, scale}``, see :class:`~mnistapp.data.transforms.RandomAffine`) moves
+    each training image at random, on the device, before normalisation; None leaves them be.
     """
 
     def __init__(
@@ -107,31 +112,57 @@ class MNISTDataModule(L.LightningDataModule):
         num_classes: int = 10,
         channels: int = 1,
         image_size: int = 28,
+        dataset: str = "mnist",
+        class_names: Sequence[str] | None = None,
+        augment: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
+        if dataset not in DATASETS:
+            raise ValueError(f"data.dataset must be one of {sorted(DATASETS)}, got {dataset!r}")
         if batch_size < 1 or eval_batch_size < 1:
             raise ValueError(f"data.batch_size must be >= 1, got {batch_size}/{eval_batch_size}")
         if val_size < 0:
             raise ValueError(f"data.val_size must be >= 0, got {val_size}")
         if std <= 0:
             raise ValueError(f"data.std must be > 0, got {std}")
+        names = [str(i) for i in range(num_classes)] if class_names is None else class_names
+        if isinstance(names, str) or len(names) != num_classes or len(set(names)) != len(names):
+            raise ValueError(
+                f"data.class_names must be a list of data.num_classes={num_classes} distinct "
+                f"names, got {list(names) if not isinstance(names, str) else names!r}"
+            )
         self.save_hyperparameters(logger=False)
+        # plain strings: a config list (ListConfig) would not load from a weights_only checkpoint
+        self.hparams.class_names = [str(name) for name in names]
+        # training batches only, on their device, before normalisation (on_after_batch_transfer)
+        self.augment = None if augment is None else RandomAffine.from_config(augment)
+        self.hparams.augment = None if self.augment is None else self.augment.as_config()
         self.data: dict[str, tuple[Tensor, Tensor]] = {}
+
+    @property
+    def class_names(self) -> list[str]:
+        """The name of each label, ``class_names[k]`` for label ``k``."""
+        return list(self.hparams.class_names)
 
     def prepare_data(self) -> None:
         """Materialise the verified IDX files (once per node, before any rank reads them)."""
-        ensure_mnist(
-            self.hparams.data_dir, download=self.hparams.download, verify=self.hparams.verify
+        ensure_dataset(
+            DATASETS[self.hparams.dataset],
+            self.hparams.data_dir,
+            download=self.hparams.download,
+            verify=self.hparams.verify,
         )
 
     def setup(self, stage: str | None = None) -> None:
         """Load the IDX files through torchvision's reader and split off the validation set."""
         if self.data:
             return
-        from torchvision.datasets import MNIST
+        import torchvision.datasets
 
+        # torchvision's MNIST or FashionMNIST: the reader of <root>/<folder>/raw
+        reader = getattr(torchvision.datasets, DATASETS[self.hparams.dataset].folder)
         root = self.hparams.data_dir
-        train, test = MNIST(root, train=True), MNIST(root, train=False)
+        train, test = reader(root, train=True), reader(root, train=False)
         size, classes = self.hparams.image_size, self.hparams.num_classes
         if self.hparams.channels != 1:
             raise ValueError(f"IDX images have 1 channel, data.channels={self.hparams.channels}")
@@ -186,6 +217,11 @@ class MNISTDataModule(L.LightningDataModule):
         """uint8 ``[B, H, W]`` → float ``[B, 1, H, W]`` standardised with the dataset mean/std."""
         return normalize(images, self.hparams.mean, self.hparams.std)
 
-    def on_after_batch_transfer(self, batch: tuple[Tensor, Tensor], dataloader_idx: int):
+    def on_after_batch_transfer(
+        self, batch: tuple[Tensor, Tensor], dataloader_idx: int
+    ) -> tuple[Tensor, Tensor]:
+        """Augment training batches (``data.augment``), then normalise every batch."""
         images, labels = batch
+        if self.augment is not None and self.trainer is not None and self.trainer.training:
+            images = self.augment(images)
         return self.normalize(images), labels

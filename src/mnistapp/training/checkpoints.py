@@ -174,6 +174,7 @@ def restore(path: str | Path | None, model_config: Mapping[str, Any] | None = No
         num_classes=hparams.get("num_classes", 10),
         net_config=net_config,
         model_name=hparams.get("model_name"),
+        class_names=hparams.get("class_names"),
     )
     problem = _mismatch(module.state_dict(), checkpoint["state_dict"])
     if problem:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Mapping
+import logging
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import lightning as L
@@ -18,6 +19,8 @@ from torchmetrics.classification import (
 
 from mnistapp.training import DivergedError
 
+log = logging.getLogger(__name__)
+
 STAGES = ("train", "val", "test")
 
 
@@ -27,8 +30,9 @@ class Classifier(L.LightningModule):
     ``optimizer`` and ``scheduler['scheduler']`` are partials (Hydra ``_partial_: true``) bound
     here to the parameters. ``net_config`` (the model's composed config) and ``model_name`` (its
     config name, e.g. ``lenet``) are saved in the checkpoint so evaluation can rebuild and name the
-    architecture without repeating ``model=...``. ``test_step`` returns the predictions, for
-    callbacks that look at single digits (``MisclassifiedDigits``).
+    architecture without repeating ``model=...``; so are ``class_names`` (the data config's), so
+    figures and records name the classes also when a checkpoint is evaluated. ``test_step``
+    returns the predictions, for callbacks that look at single digits (``MisclassifiedDigits``).
     """
 
     def __init__(
@@ -40,8 +44,13 @@ class Classifier(L.LightningModule):
         net_config: dict[str, Any] | None = None,
         model_name: str | None = None,
         max_loss: float = 1000.0,
+        class_names: Sequence[str] | None = None,
     ) -> None:
         super().__init__()
+        if class_names is not None and len(class_names) != num_classes:
+            raise ValueError(f"{len(class_names)} class names for {num_classes} classes")
+        # plain strings: a config list (ListConfig) would not load from a weights_only checkpoint
+        class_names = None if class_names is None else [str(name) for name in class_names]
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
         self.net = net
         self.optimizer_factory = optimizer
@@ -71,6 +80,17 @@ class Classifier(L.LightningModule):
         self.max_loss = max_loss
         self._checked = 0  # this epoch's training losses already checked for divergence
         self.start_epoch = 0
+
+    @property
+    def class_names(self) -> list[str]:
+        """The name of each class: saved with the model, else the DataModule's, else ``0..n-1``.
+
+        Checkpoints written before class names were saved fall back to the DataModule's.
+        """
+        names = self.hparams.get("class_names")
+        if not names and self._trainer is not None:
+            names = getattr(self._trainer.datamodule, "class_names", None)
+        return list(names) if names else [str(k) for k in range(self.hparams.num_classes)]
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
@@ -176,10 +196,17 @@ class Classifier(L.LightningModule):
             self.test_f1_per_class.update(*epoch)
             self.test_confusion.update(*epoch)
         self._log_epoch("test")
+        names, f1 = self.class_names, self.test_f1_per_class.compute().tolist()
+        by_class = dict(zip(names, f1, strict=True))
         self.test_results = {
-            "test/f1_per_class": self.test_f1_per_class.compute().tolist(),
+            "class_names": names,
+            "test/f1_per_class": f1,  # by label index; test/f1_by_class names them
+            "test/f1_by_class": by_class,
             "test/confusion": self.test_confusion.compute().tolist(),
         }
+        if self.trainer.is_global_zero:
+            shown = ", ".join(f"{name} {value:.4f}" for name, value in by_class.items())
+            log.info("Test F1 per class: %s", shown)
         self.test_f1_per_class.reset()
         self.test_confusion.reset()
 
