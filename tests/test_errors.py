@@ -71,6 +71,10 @@ def _refused(script: str, *args: str) -> str:
             "train: error: ckpt_path=/nowhere.ckpt is not a checkpoint file",
         ),
         ("model.widht=3", "train: error: model.widht is not a setting (did you mean width?)"),
+        (
+            "data.augment={shear:3}",
+            "train: error: data: data.augment.shear is not a setting; data.augment takes degrees,",
+        ),
         ("optimizer.lr=(", "train: error: Error parsing override 'optimizer.lr=('"),
     ],
 )

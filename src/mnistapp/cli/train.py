@@ -74,8 +74,8 @@ def build(cfg: DictConfig, model_name: str | None = None) -> Run:
     if cfg.get("matmul_precision"):
         torch.set_float32_matmul_precision(cfg.matmul_precision)
 
-    datamodule: L.LightningDataModule = instantiate(cfg.data)
-    net = build_model(cfg.model)
+    datamodule: L.LightningDataModule = build_group("data", cfg.data)
+    net = build_group("model", cfg.model)
     trainable, total = count_parameters(net)
     model_name = model_name or hydra_choice("model")
     module = Classifier(
@@ -101,18 +101,19 @@ def build(cfg: DictConfig, model_name: str | None = None) -> Run:
     return Run(datamodule, module, trainer, info)
 
 
-def build_model(model_cfg: DictConfig) -> Any:
-    """Instantiate the ``model=`` config; a knob the model refuses is a ``ConfigError``."""
+def build_group(group: str, node: DictConfig) -> Any:
+    """Instantiate the ``model=`` or ``data=`` config; a value its class refuses (a knob out of
+    range, an unknown ``data.augment`` key) is a ``ConfigError``: one line, not a traceback."""
     from hydra.errors import InstantiationException
     from hydra.utils import instantiate
 
     from mnistapp.cli.validation import ConfigError
 
     try:
-        return instantiate(model_cfg)
+        return instantiate(node)
     except InstantiationException as err:
         if isinstance(err.__cause__, ValueError | TypeError):
-            raise ConfigError(f"model: {err.__cause__}") from None
+            raise ConfigError(f"{group}: {err.__cause__}") from None
         raise
 
 

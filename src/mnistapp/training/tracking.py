@@ -230,7 +230,7 @@ class WandbMedia(L.Callback):
     predicted class.
 
     Does nothing unless a :class:`WandbLogger` is attached; a failure is only a warning. Class
-    names come from the DataModule (``class_names``), else the class indices; the images from
+    names are the Classifier's (from the data config, kept in its checkpoint); the images from
     the trainer's :class:`MisclassifiedDigits` callback, when it has one.
     """
 
@@ -241,7 +241,7 @@ class WandbMedia(L.Callback):
         collector = find_callback(trainer, MisclassifiedDigits)
         failures = collector.failures if collector is not None else {}
         results = pl_module.test_results
-        names = getattr(trainer.datamodule, "class_names", None) or [
+        names = getattr(pl_module, "class_names", None) or [
             str(k) for k in range(len(results.get("test/confusion", [])))
         ]
         try:
