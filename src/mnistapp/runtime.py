@@ -131,3 +131,12 @@ def register_resolvers() -> None:
     from omegaconf import OmegaConf
 
     OmegaConf.register_new_resolver("run_time", run_time, use_cache=True, replace=True)
+
+
+def device_name(device: Any) -> str:
+    """Where a run trained, for reports: the GPU's name, or the CPU and its core count."""
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{platform.processor() or platform.machine()} CPU, {os.cpu_count()} cores"

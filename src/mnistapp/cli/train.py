@@ -127,6 +127,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
 def fit_and_test(cfg: DictConfig, run: Run) -> dict[str, Any]:
     """Fit ``run``, test its best checkpoint when ``cfg.test``; return the record."""
+    from mnistapp.runtime import device_name
     from mnistapp.training.callbacks import find_callback
     from mnistapp.training.tuning import OptunaPruning
 
@@ -142,6 +143,7 @@ def fit_and_test(cfg: DictConfig, run: Run) -> dict[str, Any]:
         "epochs": epochs,
         "fit_time_s": round(fit_time, 2),
         "epoch_time_s": round(fit_time / max(trained, 1), 2),
+        "device": device_name(trainer.strategy.root_device),
     }
     record.update(scalar_metrics(trainer.callback_metrics))
     checkpoint = trainer.checkpoint_callback

@@ -1,0 +1,114 @@
+"""``mnistapp-reproduce``: run published claims over seeds, then write docs/REPRODUCTION.md.
+
+    mnistapp-reproduce mlp_depth lenet_* --seeds 3    # run these, then rebuild the report
+    mnistapp-reproduce all --seeds 3 -- trainer=gpu    # every claim; Hydra overrides after --
+    mnistapp-reproduce --report-only                   # rebuild from the runs already made
+
+Each experiment runs as one multirun (``python -m mnistapp.cli.train -m experiment=<name>
+seed=1..N``) into ``<root>/<name>/<time>/``; the report reads the newest run of each experiment,
+so claims can be run a few at a time, on different machines (copy the folders), and the report
+rebuilt whenever.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+
+from mnistapp.reporting import reproduction
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mnistapp-reproduce", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "experiments",
+        nargs="*",
+        help="experiments with a claim: names, globs (lenet_*) or 'all'",
+    )
+    parser.add_argument("--seeds", type=int, default=3, help="seeds 1..N per claim (3)")
+    parser.add_argument(
+        "--root", type=Path, default=Path("outputs/reproduction"), help="where the runs go"
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("docs/REPRODUCTION.md"),
+        help="the report (and pareto.png beside it)",
+    )
+    parser.add_argument(
+        "--report-only", action="store_true", help="run nothing; rebuild the report"
+    )
+    parser.add_argument("overrides", nargs="*", default=[], help=argparse.SUPPRESS)
+    return parser
+
+
+def run_experiment(name: str, seeds: int, root: Path, overrides: Sequence[str]) -> int:
+    """One multirun of ``name`` over ``seeds`` seeds; its output goes to a log file."""
+    sweep = root / name / datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    argv = [
+        sys.executable,
+        "-m",
+        "mnistapp.cli.train",
+        "-m",
+        f"experiment={name}",
+        f"seed={','.join(str(s) for s in range(1, seeds + 1))}",
+        f"hydra.sweep.dir={sweep}",
+        *overrides,
+    ]
+    sweep.mkdir(parents=True, exist_ok=True)
+    with open(sweep / "reproduce.log", "w") as log:
+        log.write(shlex.join(argv) + "\n")
+        log.flush()
+        return subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT).returncode
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the chosen claims (unless ``--report-only``), then rebuild the report."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    overrides: list[str] = []
+    if "--" in args:  # Hydra overrides for every run
+        overrides, args = args[args.index("--") + 1 :], args[: args.index("--")]
+    parser = _parser()
+    opts = parser.parse_args(args)
+    if opts.seeds < 1:
+        parser.error(f"--seeds must be >= 1 (got {opts.seeds})")
+    known = reproduction.claimed_experiments()
+    try:
+        chosen = [] if opts.report_only else reproduction.select(opts.experiments, known)
+    except ValueError as err:
+        parser.error(str(err))
+    if not opts.report_only and not opts.experiments:
+        parser.error("name the experiments to run (or 'all'), or pass --report-only")
+    failed = []
+    for i, name in enumerate(chosen, 1):
+        start = time.perf_counter()
+        print(f"[{i}/{len(chosen)}] {name}: {opts.seeds} seeds ...", flush=True)
+        code = run_experiment(name, opts.seeds, opts.root, overrides)
+        status = "done" if code == 0 else f"exit {code} (see its reproduce.log)"
+        print(
+            f"[{i}/{len(chosen)}] {name}: {status} in {time.perf_counter() - start:.0f} s",
+            flush=True,
+        )
+        if code != 0:
+            failed.append(name)
+    points = reproduction.load_claims()
+    reproduction.fill(points, opts.root)
+    command = "mnistapp-reproduce all --seeds 3   # or a few: mnistapp-reproduce mlp_* --seeds 3"
+    opts.out.parent.mkdir(parents=True, exist_ok=True)
+    opts.out.write_text(reproduction.render(points, command))
+    reproduction.plot(points, opts.out.with_name("pareto.png"))
+    print(
+        f"Written: {opts.out} and {opts.out.with_name('pareto.png')} "
+        f"({reproduction.summary_line(points)})"
+    )
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,319 @@
+"""Published claims against our runs: ``docs/REPRODUCTION.md`` and ``docs/pareto.png``.
+
+Each claim lives in its experiment config (``conf/experiment/<name>.yaml``, key ``claim``): the
+study, the metric (``test/acc`` or ``test/f1``) and one point per published figure, with
+``when`` naming the sweep values that point is about, ``published`` (a number, or a
+``[low, high]`` range), ``published_params``, and for the pareto experiments ``target`` and
+``reference`` instead. Runs are multiruns over seeds (``mnistapp-reproduce``); everything here
+is read back from their sweep directories, so the report can be rebuilt at any time, from runs
+made on any machine.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mnistapp.reporting.sweeps import NotASweepError, collect_jobs, mean_std
+
+EXPERIMENTS = files("mnistapp.conf").joinpath("experiment")
+# below this many percentage points, or twice the seeds' std, a difference is noise
+NOISE_PP = 0.2
+# the report's sections, in this order (a study not listed comes last)
+STUDIES = ("small models", "under 10k parameters", "MLP study", "LeNet study", "deep MLP study")
+
+
+@dataclass
+class Point:
+    """One published figure and, once measured, ours over seeds."""
+
+    experiment: str
+    study: str
+    metric: str
+    label: str
+    when: dict[str, str] = field(default_factory=dict)
+    published: float | tuple[float, float] | None = None
+    published_params: int | None = None
+    target: float | None = None
+    reference: str | None = None
+    reason: str | None = None
+    values: list[float] = field(default_factory=list)
+    f1: list[float] = field(default_factory=list)
+    params: int | None = None
+    epochs: list[int] = field(default_factory=list)
+    wall_s: list[float] = field(default_factory=list)
+    devices: set[str] = field(default_factory=set)
+    failed: int = 0
+
+    @property
+    def measured(self) -> bool:
+        return bool(self.values)
+
+    def difference_pp(self) -> float | None:
+        """Ours minus published, in percentage points (0 inside a published range)."""
+        if not self.measured or self.published is None:
+            return None
+        mean = mean_std(self.values)[0]
+        if isinstance(self.published, tuple):
+            low, high = self.published
+            gap = 0.0 if low <= mean <= high else (mean - low if mean < low else mean - high)
+        else:
+            gap = mean - self.published
+        return 100 * gap
+
+    def beyond_noise(self) -> bool:
+        diff = self.difference_pp()
+        if diff is None:
+            return False
+        std = mean_std(self.values)[1] if len(self.values) > 1 else 0.0
+        return abs(diff) > max(NOISE_PP, 200 * std)
+
+
+def load_claims(names: Sequence[str] | None = None) -> list[Point]:
+    """The points of every experiment config with a ``claim`` (or of ``names`` only)."""
+    points: list[tuple[tuple[int, int, str], Point]] = []
+    for entry in sorted(EXPERIMENTS.iterdir(), key=lambda e: e.name):
+        name = entry.name.removesuffix(".yaml")
+        if not entry.name.endswith(".yaml") or (names is not None and name not in names):
+            continue
+        claim = (yaml.safe_load(entry.read_text()) or {}).get("claim")
+        if not claim:
+            continue
+        study = claim["study"]
+        rank = STUDIES.index(study) if study in STUDIES else len(STUDIES)
+        for raw in claim["points"]:
+            published = raw.get("published")
+            key = (rank, int(claim.get("order", 0)), name)
+            points.append(
+                (
+                    key,
+                    Point(
+                        experiment=name,
+                        study=claim["study"],
+                        metric=claim["metric"],
+                        label=str(raw["label"]),
+                        when={k: str(v) for k, v in (raw.get("when") or {}).items()},
+                        published=tuple(published) if isinstance(published, list) else published,
+                        published_params=raw.get("published_params"),
+                        target=raw.get("target"),
+                        reference=raw.get("reference"),
+                        reason=raw.get("reason", claim.get("reason")),
+                    ),
+                )
+            )
+    # stable: a sweep's points keep their order in the file
+    return [point for _, point in sorted(points, key=lambda item: item[0])]
+
+
+def claimed_experiments() -> list[str]:
+    """Names of the experiment configs that carry a claim, in order."""
+    return list(dict.fromkeys(p.experiment for p in load_claims()))
+
+
+def _same(a: str, b: str) -> bool:
+    """Override values as equal: ``5e-4`` and ``0.0005`` are one learning rate."""
+    if a == b:
+        return True
+    try:
+        return math.isclose(float(a), float(b))
+    except ValueError:
+        return False
+
+
+def latest_sweep(root: Path, experiment: str) -> Path | None:
+    """The newest sweep directory of ``experiment`` under ``root``, if any."""
+    runs = sorted(p for p in (root / experiment).glob("*") if p.is_dir())
+    return runs[-1] if runs else None
+
+
+def fill(points: Sequence[Point], root: Path) -> None:
+    """Attach to each point the results of its experiment's newest sweep under ``root``."""
+    for point in points:
+        sweep = latest_sweep(root, point.experiment)
+        if sweep is None:
+            continue
+        try:
+            jobs = collect_jobs(sweep)
+        except NotASweepError:
+            continue
+        for job in jobs:
+            if not all(_same(job.overrides.get(k, ""), v) for k, v in point.when.items()):
+                continue
+            record = job.record
+            value = record.get(point.metric)
+            if record.get("status") != "ok" or not isinstance(value, int | float):
+                point.failed += 1
+                continue
+            point.values.append(float(value))
+            point.f1.append(float(record.get("test/f1", value)))
+            point.params = record.get("params_total")
+            point.epochs.append(int(record.get("epochs", 0)))
+            point.wall_s.append(float(record.get("wall_time_s", 0.0)))
+            if record.get("device"):
+                point.devices.add(str(record["device"]))
+
+
+def _pct(value: float | tuple[float, float] | None, metric: str) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, tuple):
+        return "–".join(_pct(v, metric) for v in value)
+    return f"{100 * value:.2f}%" if metric == "test/acc" else f"{value:.4f}"
+
+
+def _ours(point: Point) -> str:
+    if not point.measured:
+        return "not measured yet"
+    mean, std = mean_std(point.values)
+    scale, unit = (100, "%") if point.metric == "test/acc" else (1, "")
+    digits = 2 if point.metric == "test/acc" else 4
+    text = f"{scale * mean:.{digits}f}{unit} ± {scale * std:.{digits}f} (n={len(point.values)})"
+    return text + (f", {point.failed} failed" if point.failed else "")
+
+
+def _runs(point: Point) -> tuple[str, str, str]:
+    if not point.measured:
+        return "", "", ""
+    epochs = sorted(set(point.epochs))
+    shown = str(epochs[0]) if len(epochs) == 1 else f"{epochs[0]}–{epochs[-1]}"
+    wall = f"{mean_std(point.wall_s)[0]:.0f}"
+    return shown, wall, ", ".join(sorted(point.devices)) or "?"
+
+
+def render(points: Sequence[Point], command: str) -> str:
+    """``docs/REPRODUCTION.md``: one table per study, then the pareto table."""
+    metric_name = {"test/acc": "test accuracy", "test/f1": "test macro F1"}
+    lines = [
+        "# Reproducing the published claims",
+        "",
+        "Every claim of the five write-ups our users arrive from is an `experiment=` config",
+        "(`conf/experiment/`, key `claim`). Ours are means ± sample std over seeds, each run's",
+        "checkpoint chosen on validation macro F1 and then tested once on the 10k test set. Unless",
+        "an experiment says otherwise, validation is 5,000 of the 60k training images (the studies",
+        "trained on all 60k). A difference is called out when it exceeds",
+        f"{NOISE_PP} points and twice the seeds' std. Rebuilt by:",
+        "",
+        "```bash",
+        command,
+        "```",
+        "",
+    ]
+    studies = list(dict.fromkeys(p.study for p in points if p.target is None))
+    for study in studies:
+        rows = [p for p in points if p.study == study and p.target is None]
+        metric = metric_name[rows[0].metric]
+        lines += [f"## {study} ({metric})", ""]
+        lines.append(
+            "| experiment | claim | published | ours | difference | params | epochs "
+            "| wall s/run | ran on | why we differ |"
+        )
+        lines.append("|---|---|--:|--:|--:|--:|--:|--:|---|---|")
+        for p in rows:
+            diff = p.difference_pp()
+            diff_text = "" if diff is None else f"{diff:+.2f} pp"
+            epochs, wall, where = _runs(p)
+            why = (p.reason or "") if p.beyond_noise() else ""
+            params = f"{p.params:,}" if p.params else ""
+            lines.append(
+                f"| `{p.experiment}` | {p.label} | {_pct(p.published, p.metric)} | {_ours(p)} "
+                f"| {diff_text} | {params} | {epochs} | {wall} | {where} | {why} |"
+            )
+        lines.append("")
+    pareto = [p for p in points if p.target is not None]
+    if pareto:
+        lines += [
+            "## Beating each published point at its own parameter budget",
+            "",
+            "| experiment | budget | target | public reference | ours | met | params | epochs "
+            "| wall s/run | ran on |",
+            "|---|--:|--:|---|--:|---|--:|--:|--:|---|",
+        ]
+        for p in pareto:
+            met = ""
+            if p.measured:
+                met = "yes" if mean_std(p.values)[0] >= p.target else "**no**"
+            epochs, wall, where = _runs(p)
+            params = f"{p.params:,}" if p.params else ""
+            budget = f"{p.published_params:,}" if p.published_params else ""
+            lines.append(
+                f"| `{p.experiment}` | {budget} | {_pct(p.target, p.metric)} | "
+                f"{p.reference or ''} | {_ours(p)} | {met} | {params} | {epochs} | {wall} "
+                f"| {where} |"
+            )
+        lines += ["", "![parameters vs test macro F1](pareto.png)", ""]
+    return "\n".join(lines)
+
+
+def plot(points: Sequence[Point], path: Path) -> None:
+    """Parameters (log) vs test macro F1: published points and ours (mean ± std)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(9, 6), layout="constrained")
+    ax = fig.add_subplot()
+    published = [p for p in points if p.published_params and isinstance(p.published, float | int)]
+    for metric, marker in (("test/f1", "o"), ("test/acc", "s")):
+        shown = [p for p in published if p.metric == metric]
+        if shown:
+            ax.scatter(
+                [p.published_params for p in shown],
+                [p.published for p in shown],
+                marker=marker,
+                facecolors="none",
+                edgecolors="tab:gray",
+                label=f"published ({'macro F1' if metric == 'test/f1' else 'accuracy'})",
+            )
+    ours = [p for p in points if p.measured and p.params]
+    for pareto, colour, name in (
+        (False, "tab:blue", "ours, reproduced"),
+        (True, "tab:red", "ours, pareto"),
+    ):
+        shown = [p for p in ours if (p.target is not None) == pareto]
+        if shown:
+            stats = [mean_std(p.f1) for p in shown]
+            ax.errorbar(
+                [p.params for p in shown],
+                [m for m, _ in stats],
+                yerr=[s for _, s in stats],
+                fmt="o",
+                color=colour,
+                label=name,
+            )
+    ax.set_xscale("log")
+    ax.set_xlabel("parameters (log scale)")
+    ax.set_ylabel("test macro F1")
+    ax.set_ylim(bottom=max(0.85, ax.get_ylim()[0]))
+    ax.set_title("MNIST: parameters vs test macro F1")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="lower right")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+
+
+def summary_line(points: Sequence[Point]) -> str:
+    """How many points are measured, for the command's last line."""
+    measured = sum(p.measured for p in points)
+    return f"{measured} of {len(points)} claims measured"
+
+
+def select(patterns: Sequence[str], known: Mapping[str, Any] | Sequence[str]) -> list[str]:
+    """Experiment names matching ``patterns`` (``all``, names, or globs like ``pareto_*``)."""
+    from fnmatch import fnmatch
+
+    names = list(known)
+    if not patterns or list(patterns) == ["all"]:
+        return names
+    chosen: list[str] = []
+    for pattern in patterns:
+        hits = [n for n in names if fnmatch(n, pattern)]
+        if not hits:
+            raise ValueError(
+                f"{pattern}: no experiment with a claim matches; known: {', '.join(names)}"
+            )
+        chosen += [h for h in hits if h not in chosen]
+    return chosen

@@ -1,0 +1,161 @@
+"""Published claims: every experiment config trains a few steps, the claims are consistent with
+their sweeps, and the report is built from (fabricated, then real) sweep directories."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from hydra import compose, initialize_config_module
+
+from mnistapp.reporting import reproduction
+from tests.helpers import ROOT, tiny_overrides
+
+EXPERIMENTS = sorted(
+    p.name.removesuffix(".yaml")
+    for p in reproduction.EXPERIMENTS.iterdir()
+    if p.name.endswith(".yaml")
+)
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_every_experiment_trains_a_few_steps(name: str, tiny_data: Path, tmp_path: Path) -> None:
+    from mnistapp.cli.train import build
+
+    overrides = [
+        f"experiment={name}",
+        *tiny_overrides(tiny_data, tmp_path),
+        f"paths.output_dir={tmp_path}",
+        "+trainer.fast_dev_run=2",  # two training and two validation steps, no files
+        "logger=csv",
+    ]
+    with initialize_config_module("mnistapp.conf", version_base="1.3"):
+        cfg = compose("config", overrides=overrides)
+    run = build(cfg, model_name=name)
+    run.trainer.fit(run.module, datamodule=run.datamodule)
+    assert run.trainer.global_step == 2
+    assert run.trainer.callback_metrics["train/loss"].isfinite()
+
+
+def test_claims_match_their_experiments() -> None:
+    points = reproduction.load_claims()
+    assert set(reproduction.STUDIES) <= {p.study for p in points}
+    for point in points:
+        assert point.metric in ("test/acc", "test/f1"), point
+        config = yaml.safe_load((reproduction.EXPERIMENTS / f"{point.experiment}.yaml").read_text())
+        swept = (config.get("hydra") or {}).get("sweeper", {}).get("params", {})
+        # a point names only values its experiment's sweep actually runs
+        for key, value in point.when.items():
+            assert key in swept, (point.experiment, key)
+            assert any(reproduction._same(value, v.strip()) for v in str(swept[key]).split(","))
+        published = point.published if point.target is None else point.target
+        values = published if isinstance(published, tuple) else (published,)
+        assert all(0 < v <= 1 for v in values), point
+    # the write-ups' figures, one per claimed point
+    assert len([p for p in points if p.target is None]) == 29
+
+
+def _job(sweep: Path, num: int, overrides: list[str], record: dict | None) -> None:
+    """A job directory as Hydra and run_task leave it."""
+    job = sweep / str(num)
+    (job / ".hydra").mkdir(parents=True)
+    hydra = {"hydra": {"mode": "MULTIRUN", "job": {"num": num}, "overrides": {"task": overrides}}}
+    (job / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump(hydra))
+    if record is not None:
+        (job / "metrics.json").write_text(json.dumps(record))
+
+
+def test_the_report_gives_mean_and_std_per_point(tmp_path: Path) -> None:
+    sweep = tmp_path / "mlp_depth" / "2026-11-23_10-00-00"
+    accs = {1: [0.88, 0.90], 2: [0.70, 0.72]}
+    num = 0
+    for depth, values in accs.items():
+        for seed, acc in enumerate(values, 1):
+            record = {
+                "status": "ok",
+                "test/acc": acc,
+                "test/f1": acc - 0.01,
+                "params_total": 25450 + 1056 * (depth - 1),
+                "epochs": 5,
+                "wall_time_s": 10.0 + seed,
+                "device": "x86_64 CPU, 2 cores",
+            }
+            _job(
+                sweep, num, ["experiment=mlp_depth", f"seed={seed}", f"model.depth={depth}"], record
+            )
+            num += 1
+    _job(sweep, num, ["experiment=mlp_depth", "seed=3", "model.depth=1"], None)  # never finished
+    points = reproduction.load_claims(["mlp_depth"])
+    reproduction.fill(points, tmp_path)
+    one, two, three, _ = points
+    assert one.values == [0.88, 0.90] and one.failed == 1 and two.values == [0.70, 0.72]
+    assert not three.measured
+    assert one.difference_pp() == pytest.approx(100 * (0.89 - 0.888))
+    assert not one.beyond_noise() and two.beyond_noise()  # -5.7 points
+
+    markdown = reproduction.render(points, "mnistapp-reproduce mlp_depth")
+    row = next(line for line in markdown.splitlines() if "| 2 x 32 |" in line)
+    cells = [c.strip() for c in row.split("|")]
+    assert cells[3:9] == ["76.70%", "71.00% ± 1.41 (n=2)", "-5.70 pp", "26,506", "5", "12"]
+    assert cells[9] == "x86_64 CPU, 2 cores"
+    assert "| 3 x 32 | 43.80% | not measured yet |" in markdown
+    assert "89.00% ± 1.41 (n=2), 1 failed" in markdown
+    reproduction.plot(points, tmp_path / "pareto.png")
+    assert (tmp_path / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _reproduce(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "mnistapp.cli.reproduce", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["nonesuch"], "nonesuch: no experiment with a claim matches; known: baseline_cnn,"),
+        (["mlp_depth", "--seeds", "0"], "--seeds must be >= 1 (got 0)"),
+        ([], "name the experiments to run (or 'all'), or pass --report-only"),
+    ],
+)
+def test_bad_arguments_are_one_line_errors(args: list[str], message: str) -> None:
+    proc = _reproduce(*args)
+    assert proc.returncode == 2
+    assert f"mnistapp-reproduce: error: {message}" in proc.stderr.splitlines()[-1]
+
+
+def test_reproduce_runs_seeds_and_writes_the_report(tiny_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "docs" / "REPRODUCTION.md"
+    proc = _reproduce(
+        "mlp_dep*",
+        "--seeds",
+        "2",
+        "--root",
+        str(tmp_path / "runs"),
+        "--out",
+        str(out),
+        "--",
+        *tiny_overrides(tiny_data, tmp_path / "unused"),
+        "trainer.max_epochs=1",
+        "plots.enabled=false",
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "[1/1] mlp_depth: done" in proc.stdout
+    (sweep,) = (tmp_path / "runs" / "mlp_depth").iterdir()
+    records = [json.loads(p.read_text()) for p in sweep.glob("*/metrics.json")]
+    assert len(records) == 8 and {r["status"] for r in records} == {"ok"}  # 4 depths x 2 seeds
+    markdown = out.read_text()
+    for depth in (1, 2, 3, 4):
+        row = next(
+            line for line in markdown.splitlines() if f"`mlp_depth` | {depth} x 32 |" in line
+        )
+        assert "(n=2)" in row and "not measured" not in row
+    assert (out.parent / "pareto.png").is_file()
