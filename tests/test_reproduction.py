@@ -159,3 +159,21 @@ def test_reproduce_runs_seeds_and_writes_the_report(tiny_data: Path, tmp_path: P
         )
         assert "(n=2)" in row and "not measured" not in row
     assert (out.parent / "pareto.png").is_file()
+
+
+def test_runs_on_another_data_set_get_their_own_section(tmp_path: Path) -> None:
+    data = tmp_path / "fashion_mnist"
+    (data / "lenet_sgd" / "2026-11-23_10-00-00").mkdir(parents=True)
+    (data / ".data").touch()
+    for seed, acc in ((1, 0.90), (2, 0.92)):
+        record = {"status": "ok", "test/acc": acc, "test/f1": acc - 0.01, "params_total": 44426}
+        record |= {"epochs": 10, "wall_time_s": 50.0, "device": "x86_64 CPU, 2 cores"}
+        sweep = data / "lenet_sgd" / "2026-11-23_10-00-00"
+        _job(
+            sweep, seed - 1, ["experiment=lenet_sgd", f"seed={seed}", "data=fashion_mnist"], record
+        )
+    others = reproduction.other_data(tmp_path)
+    markdown = reproduction.render(reproduction.load_claims(), "cmd", others)
+    assert "## The same experiments on `data=fashion_mnist`" in markdown
+    row = next(line for line in markdown.splitlines() if line.startswith("| `lenet_sgd`"))
+    assert "91.00% ± 1.41 (n=2)" in row and "0.9000 ± 0.0141" in row and "44,426" in row

@@ -3,6 +3,7 @@
     mnistapp-reproduce mlp_depth lenet_* --seeds 3    # run these, then rebuild the report
     mnistapp-reproduce all --seeds 3 -- trainer=gpu    # every claim; Hydra overrides after --
     mnistapp-reproduce --report-only                   # rebuild from the runs already made
+    mnistapp-reproduce lenet_sgd pareto_* --data fashion_mnist   # the same on another data set
 
 Each experiment runs as one multirun (``python -m mnistapp.cli.train -m experiment=<name>
 seed=1..N``) into ``<root>/<name>/<time>/``; the report reads the newest run of each experiment,
@@ -42,9 +43,15 @@ def _parser() -> argparse.ArgumentParser:
         help="the report (and pareto.png beside it)",
     )
     parser.add_argument(
+        "--data",
+        default="mnist",
+        help="the data= option to run on; on another than mnist any experiment may run, and the "
+        "report gives it a section of its own",
+    )
+    parser.add_argument(
         "--report-only", action="store_true", help="run nothing; rebuild the report"
     )
-    parser.add_argument("overrides", nargs="*", default=[], help=argparse.SUPPRESS)
+    parser.epilog = "Hydra overrides for every run go after --, e.g. -- trainer=gpu"
     return parser
 
 
@@ -78,7 +85,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     opts = parser.parse_args(args)
     if opts.seeds < 1:
         parser.error(f"--seeds must be >= 1 (got {opts.seeds})")
+    other_data = opts.data != "mnist"
+    root = opts.root / opts.data if other_data else opts.root
     known = reproduction.claimed_experiments()
+    if other_data:  # no published figure to compare with: any experiment
+        known = sorted(p.name.removesuffix(".yaml") for p in reproduction.EXPERIMENTS.iterdir())
+        root.mkdir(parents=True, exist_ok=True)
+        (root / ".data").touch()  # marks a data set's folder for the report
     try:
         chosen = [] if opts.report_only else reproduction.select(opts.experiments, known)
     except ValueError as err:
@@ -89,7 +102,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for i, name in enumerate(chosen, 1):
         start = time.perf_counter()
         print(f"[{i}/{len(chosen)}] {name}: {opts.seeds} seeds ...", flush=True)
-        code = run_experiment(name, opts.seeds, opts.root, overrides)
+        data = [f"data={opts.data}"] if other_data else []
+        code = run_experiment(name, opts.seeds, root, [*data, *overrides])
         status = "done" if code == 0 else f"exit {code} (see its reproduce.log)"
         print(
             f"[{i}/{len(chosen)}] {name}: {status} in {time.perf_counter() - start:.0f} s",
@@ -101,7 +115,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     reproduction.fill(points, opts.root)
     command = "mnistapp-reproduce all --seeds 3   # or a few: mnistapp-reproduce mlp_* --seeds 3"
     opts.out.parent.mkdir(parents=True, exist_ok=True)
-    opts.out.write_text(reproduction.render(points, command))
+    others = reproduction.other_data(opts.root)
+    opts.out.write_text(reproduction.render(points, command, others))
     reproduction.plot(points, opts.out.with_name("pareto.png"))
     print(
         f"Written: {opts.out} and {opts.out.with_name('pareto.png')} "

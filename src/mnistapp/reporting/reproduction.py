@@ -159,6 +159,21 @@ def fill(points: Sequence[Point], root: Path) -> None:
                 point.devices.add(str(record["device"]))
 
 
+def other_data(root: Path) -> dict[str, list[Point]]:
+    """Runs of experiments on another data set (``<root>/<data>/<experiment>/``), by data set:
+    one point each, test accuracy over seeds (macro F1 in ``f1``)."""
+    found: dict[str, list[Point]] = {}
+    for data_dir in sorted(p for p in root.glob("*") if (p / ".data").is_file()):
+        points = []
+        for exp_dir in sorted(p for p in data_dir.iterdir() if p.is_dir()):
+            point = Point(exp_dir.name, data_dir.name, "test/acc", exp_dir.name)
+            fill([point], data_dir)
+            if point.measured or point.failed:
+                points.append(point)
+        found[data_dir.name] = points
+    return found
+
+
 def _pct(value: float | tuple[float, float] | None, metric: str) -> str:
     if value is None:
         return "—"
@@ -186,8 +201,10 @@ def _runs(point: Point) -> tuple[str, str, str]:
     return shown, wall, ", ".join(sorted(point.devices)) or "?"
 
 
-def render(points: Sequence[Point], command: str) -> str:
-    """``docs/REPRODUCTION.md``: one table per study, then the pareto table."""
+def render(
+    points: Sequence[Point], command: str, others: Mapping[str, Sequence[Point]] | None = None
+) -> str:
+    """``docs/REPRODUCTION.md``: one table per study, the pareto table, other data sets."""
     metric_name = {"test/acc": "test accuracy", "test/f1": "test macro F1"}
     lines = [
         "# Reproducing the published claims",
@@ -247,6 +264,25 @@ def render(points: Sequence[Point], command: str) -> str:
                 f"| {where} |"
             )
         lines += ["", "![parameters vs test macro F1](pareto.png)", ""]
+    for data, rows in (others or {}).items():
+        lines += [
+            f"## The same experiments on `data={data}`",
+            "",
+            "| experiment | test accuracy | test macro F1 | params | epochs | wall s/run "
+            "| ran on |",
+            "|---|--:|--:|--:|--:|--:|---|",
+        ]
+        for p in rows:
+            f1 = ""
+            if p.f1:
+                mean, std = mean_std(p.f1)
+                f1 = f"{mean:.4f} ± {std:.4f}"
+            epochs, wall, where = _runs(p)
+            params = f"{p.params:,}" if p.params else ""
+            lines.append(
+                f"| `{p.experiment}` | {_ours(p)} | {f1} | {params} | {epochs} | {wall} | {where} |"
+            )
+        lines.append("")
     return "\n".join(lines)
 
 
