@@ -236,3 +236,16 @@ def test_tiny_cnn_too_deep_names_the_knobs() -> None:
     # Hydra wraps the model's ValueError in its InstantiationException
     with pytest.raises(InstantiationException, match=r"image_size=28, depth=5.* below 1x1"):
         build("tiny_cnn", overrides=["model.depth=5"])
+
+
+def test_mlp_keras_init_is_glorot_uniform_with_zero_biases() -> None:
+    torch.manual_seed(0)
+    keras, default = MLP(init="keras"), MLP()
+    first_keras, first_default = keras.body[1], default.body[1]  # Linear(784, 32)
+    bound = (6 / (784 + 32)) ** 0.5
+    assert first_keras.weight.abs().max() <= bound
+    assert first_keras.weight.abs().max() > 0.9 * bound  # fills its range, unlike the default
+    assert first_default.weight.abs().max() <= 1 / 28  # PyTorch: 1 / sqrt(fan_in)
+    assert all(m.bias.eq(0).all() for m in keras.modules() if isinstance(m, nn.Linear))
+    with pytest.raises(ValueError, match="init must be torch or keras"):
+        MLP(init="he")
