@@ -314,3 +314,25 @@ def test_an_unwritable_run_folder_is_one_line(tiny_data: Path, tmp_path: Path) -
     line = _refused("train.py", *tiny_overrides(tiny_data, blocker / "runs"))
     assert line.startswith(f"train: error: cannot write the run folder {blocker}/runs/")
     assert line.endswith(": Not a directory (see paths.log_dir)")
+
+
+def test_missing_data_is_one_line_and_recorded(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from omegaconf import OmegaConf
+
+    from mnistapp.cli.task import run_task
+    from mnistapp.data.sources import DataSourceError
+
+    def task(cfg: object) -> dict:
+        raise DataSourceError("no Fashion-MNIST files in data/FashionMNIST/raw: apt-get install x")
+
+    cfg = OmegaConf.create({"task_name": "train", "paths": {"output_dir": str(tmp_path)}})
+    with pytest.raises(SystemExit) as exit_info:
+        run_task(task, cfg, ())
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "train: error: no Fashion-MNIST files in data/FashionMNIST/raw: apt-get install x"
+    )
+    record = json.loads((tmp_path / "metrics.json").read_text())
+    assert record["status"] == "failed" and record["error"].startswith("DataSourceError: no")

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from omegaconf import DictConfig
 
 from mnistapp.cli.validation import ConfigError, check
+from mnistapp.data.sources import DataSourceError
 from mnistapp.reporting.records import format_table, write_metrics
 from mnistapp.runtime import (
     is_multirun,
@@ -182,6 +183,12 @@ def run_task(
             _refuse(prog, run_dir, err)
         record = {"status": "failed", "error": f"ConfigError: {err}"}
         log.error("Run refused: %s", err)
+    except DataSourceError as err:  # the data is missing or corrupt: the user's to fix
+        record = {"status": "failed", "error": f"DataSourceError: {err}"}
+        log.error("Run failed: %s", err)
+        if not is_multirun():
+            _save(run_dir, record, start)
+            fail(prog, err)
     except DivergedError as err:
         record = {"status": "diverged", "error": str(err)}
         log.error("Run stopped: %s", err)
