@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 from mnistapp.data.sources import idx_bytes
 
@@ -120,3 +122,13 @@ def assert_png(path: Path, min_kb: float = 8) -> None:
         image.verify()
     with Image.open(path) as image:
         assert image.width > 300 and image.height > 150, image.size
+
+
+def fake_job(sweep_dir: Path, num: int, overrides: list[str], record: dict | None) -> None:
+    """A job directory as Hydra and run_task leave it (``record`` None: no metrics.json)."""
+    job_dir = sweep_dir / str(num)
+    (job_dir / ".hydra").mkdir(parents=True)
+    hydra = {"hydra": {"mode": "MULTIRUN", "job": {"num": num}, "overrides": {"task": overrides}}}
+    (job_dir / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump(hydra))
+    if record is not None:
+        (job_dir / "metrics.json").write_text(json.dumps(record))

@@ -13,7 +13,7 @@ import yaml
 from hydra import compose, initialize_config_module
 
 from mnistapp.reporting import reproduction
-from tests.helpers import ROOT, tiny_overrides
+from tests.helpers import ROOT, fake_job, tiny_overrides
 
 EXPERIMENTS = sorted(
     p.name.removesuffix(".yaml")
@@ -59,16 +59,6 @@ def test_claims_match_their_experiments() -> None:
     assert len([p for p in points if p.target is None]) == 29
 
 
-def _job(sweep: Path, num: int, overrides: list[str], record: dict | None) -> None:
-    """A job directory as Hydra and run_task leave it."""
-    job = sweep / str(num)
-    (job / ".hydra").mkdir(parents=True)
-    hydra = {"hydra": {"mode": "MULTIRUN", "job": {"num": num}, "overrides": {"task": overrides}}}
-    (job / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump(hydra))
-    if record is not None:
-        (job / "metrics.json").write_text(json.dumps(record))
-
-
 def test_the_report_gives_mean_and_std_per_point(tmp_path: Path) -> None:
     sweep = tmp_path / "mlp_depth" / "2026-11-23_10-00-00"
     accs = {1: [0.88, 0.90], 2: [0.70, 0.72]}
@@ -84,11 +74,13 @@ def test_the_report_gives_mean_and_std_per_point(tmp_path: Path) -> None:
                 "wall_time_s": 10.0 + seed,
                 "device": "x86_64 CPU, 2 cores",
             }
-            _job(
+            fake_job(
                 sweep, num, ["experiment=mlp_depth", f"seed={seed}", f"model.depth={depth}"], record
             )
             num += 1
-    _job(sweep, num, ["experiment=mlp_depth", "seed=3", "model.depth=1"], None)  # never finished
+    fake_job(
+        sweep, num, ["experiment=mlp_depth", "seed=3", "model.depth=1"], None
+    )  # never finished
     points = reproduction.load_claims(["mlp_depth"])
     reproduction.fill(points, tmp_path)
     one, two, three, _ = points
@@ -169,7 +161,7 @@ def test_runs_on_another_data_set_get_their_own_section(tmp_path: Path) -> None:
         record = {"status": "ok", "test/acc": acc, "test/f1": acc - 0.01, "params_total": 44426}
         record |= {"epochs": 10, "wall_time_s": 50.0, "device": "x86_64 CPU, 2 cores"}
         sweep = data / "lenet_sgd" / "2026-11-23_10-00-00"
-        _job(
+        fake_job(
             sweep, seed - 1, ["experiment=lenet_sgd", f"seed={seed}", "data=fashion_mnist"], record
         )
     others = reproduction.other_data(tmp_path)

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from mnistapp.reporting.sweeps import mean_std, summarize, to_markdown
-from tests.helpers import ROOT, run_cli, tiny_overrides
+from tests.helpers import ROOT, fake_job, run_cli, tiny_overrides
 
 # one epoch of a small MLP keeps each job to a second or two once torch is imported
 FAST = ("model=mlp", "trainer.max_epochs=1", "plots.enabled=false")
@@ -250,16 +250,6 @@ def test_slurm_launcher_presets_compose(preset: str, gpus: int | None) -> None:
 # Summaries of hand-written sweep directories: cheap, no training.
 
 
-def _fake_job(sweep_dir: Path, num: int, overrides: list[str], record: dict | None) -> None:
-    """A job directory as Hydra and run_task leave it (``record`` None: no metrics.json)."""
-    job_dir = sweep_dir / str(num)
-    (job_dir / ".hydra").mkdir(parents=True)
-    hydra = {"hydra": {"mode": "MULTIRUN", "job": {"num": num}, "overrides": {"task": overrides}}}
-    (job_dir / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump(hydra))
-    if record is not None:
-        (job_dir / "metrics.json").write_text(json.dumps(record))
-
-
 @pytest.mark.parametrize("replicate", ["seed", "+repeat"])
 def test_seeds_are_grouped_into_mean_and_std(tmp_path: Path, replicate: str) -> None:
     f1 = {8: [0.80, 0.90, 1.00], 16: [0.91, 0.92, 0.96]}
@@ -269,7 +259,7 @@ def test_seeds_are_grouped_into_mean_and_std(tmp_path: Path, replicate: str) -> 
             record = {"status": "ok", "params_total": _mlp_params(width), "test/f1": score}
             record |= {"test/acc": score, "val/f1_best": score}
             overrides = ["model=mlp", f"model.width={width}", f"{replicate}={seed}"]
-            _fake_job(tmp_path, num, overrides, record)
+            fake_job(tmp_path, num, overrides, record)
             num += 1
 
     summary = summarize(tmp_path)
@@ -286,8 +276,8 @@ def test_seeds_are_grouped_into_mean_and_std(tmp_path: Path, replicate: str) -> 
 
 def test_a_job_without_metrics_counts_as_failed(tmp_path: Path) -> None:
     ok = {"status": "ok", "params_total": 100, "test/f1": 0.5, "val/f1_best": 0.5}
-    _fake_job(tmp_path, 0, ["model.width=8"], ok)
-    _fake_job(tmp_path, 1, ["model.width=16"], None)  # killed before it wrote metrics.json
+    fake_job(tmp_path, 0, ["model.width=8"], ok)
+    fake_job(tmp_path, 1, ["model.width=16"], None)  # killed before it wrote metrics.json
     summary = summarize(tmp_path)
     assert [job.ok for job in summary.jobs] == [True, False]
     assert "did not finish" in summary.jobs[1].record["error"]
