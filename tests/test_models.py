@@ -249,3 +249,31 @@ def test_mlp_keras_init_is_glorot_uniform_with_zero_biases() -> None:
     assert all(m.bias.eq(0).all() for m in keras.modules() if isinstance(m, nn.Linear))
     with pytest.raises(ValueError, match="init must be torch or keras"):
         MLP(init="he")
+
+
+@pytest.mark.parametrize(
+    ("experiment", "budget"),
+    [("pareto_841", 841), ("pareto_3077", 3077), ("pareto_4967", 4967), ("pareto_8640", 8640)],
+)
+def test_pareto_models_fit_their_budgets(experiment: str, budget: int) -> None:
+    from hydra import compose, initialize_config_module
+    from hydra.utils import instantiate
+
+    with initialize_config_module("mnistapp.conf", version_base="1.3"):
+        cfg = compose("config", overrides=[f"experiment={experiment}"])
+    net = instantiate(cfg.model)
+    _, total = count_parameters(net)  # Keras-style: BatchNorm statistics count too
+    assert 0.8 * budget < total <= budget, total
+    assert net(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+    assert cfg.claim.points[0].published_params == budget
+
+
+def test_pareto_baseline_is_the_baseline_architecture() -> None:
+    from hydra import compose, initialize_config_module
+    from hydra.utils import instantiate
+
+    with initialize_config_module("mnistapp.conf", version_base="1.3"):
+        cfg = compose("config", overrides=["experiment=pareto_baseline"])
+    net = instantiate(cfg.model)
+    assert isinstance(net, BaselineCNN) and count_parameters(net) == (1_199_882, 1_199_882)
+    assert cfg.data.augment is not None

@@ -10,6 +10,7 @@ from mnistapp.models.cnn import DeeperCNN, FastCNN
 from mnistapp.models.compact import Conv10k, InceptionCNN, SeparableCNN
 from mnistapp.models.lenet import LeNet5
 from mnistapp.models.mlp import MLP
+from mnistapp.models.pareto import SeparableNet
 
 __all__ = [
     "MLP",
@@ -20,6 +21,7 @@ __all__ = [
     "InceptionCNN",
     "LeNet5",
     "SeparableCNN",
+    "SeparableNet",
     "ZooModel",
     "count_parameters",
 ]
