@@ -81,8 +81,10 @@ def test_the_report_gives_mean_and_std_per_point(tmp_path: Path) -> None:
     fake_job(
         sweep, num, ["experiment=mlp_depth", "seed=3", "model.depth=1"], None
     )  # never finished
+    store = tmp_path / "store"
+    assert reproduction.harvest(tmp_path, store) == [store / "mlp_depth.json"]
     points = reproduction.load_claims(["mlp_depth"])
-    reproduction.fill(points, tmp_path)
+    reproduction.fill(points, store)  # from the small file, not the run folders
     one, two, three, _ = points
     assert one.values == [0.88, 0.90] and one.failed == 1 and two.values == [0.70, 0.72]
     assert not three.measured
@@ -151,6 +153,9 @@ def test_reproduce_runs_seeds_and_writes_the_report(tiny_data: Path, tmp_path: P
         )
         assert "(n=2)" in row and "not measured" not in row
     assert (out.parent / "pareto.png").is_file()
+    # the figures are kept small beside the report, to commit
+    kept = json.loads((out.parent / "reproduction" / "mlp_depth.json").read_text())
+    assert len(kept["jobs"]) == 8 and {"test/acc", "params_total"} <= set(kept["jobs"][0])
 
 
 def test_runs_on_another_data_set_get_their_own_section(tmp_path: Path) -> None:
@@ -164,7 +169,8 @@ def test_runs_on_another_data_set_get_their_own_section(tmp_path: Path) -> None:
         fake_job(
             sweep, seed - 1, ["experiment=lenet_sgd", f"seed={seed}", "data=fashion_mnist"], record
         )
-    others = reproduction.other_data(tmp_path)
+    reproduction.harvest(tmp_path, tmp_path / "store")
+    others = reproduction.other_data(tmp_path / "store")
     markdown = reproduction.render(reproduction.load_claims(), "cmd", others)
     assert "## The same experiments on `data=fashion_mnist`" in markdown
     row = next(line for line in markdown.splitlines() if line.startswith("| `lenet_sgd`"))

@@ -111,11 +111,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         if code != 0:
             failed.append(name)
+    store = opts.out.parent / "reproduction"
+    if opts.root.is_dir():
+        reproduction.harvest(opts.root, store)
     points = reproduction.load_claims()
-    reproduction.fill(points, opts.root)
+    reproduction.fill(points, store)
     command = "mnistapp-reproduce all --seeds 3   # or a few: mnistapp-reproduce mlp_* --seeds 3"
     opts.out.parent.mkdir(parents=True, exist_ok=True)
-    others = reproduction.other_data(opts.root)
+    others = reproduction.other_data(store)
     opts.out.write_text(reproduction.render(points, command, others))
     reproduction.plot(points, opts.out.with_name("pareto.png"))
     print(

@@ -4,13 +4,14 @@ Each claim lives in its experiment config (``conf/experiment/<name>.yaml``, key 
 study, the metric (``test/acc`` or ``test/f1``) and one point per published figure, with
 ``when`` naming the sweep values that point is about, ``published`` (a number, or a
 ``[low, high]`` range), ``published_params``, and for the pareto experiments ``target`` and
-``reference`` instead. Runs are multiruns over seeds (``mnistapp-reproduce``); everything here
-is read back from their sweep directories, so the report can be rebuilt at any time, from runs
-made on any machine.
+``reference`` instead. Runs are multiruns over seeds (``mnistapp-reproduce``); :func:`harvest`
+keeps each sweep's figures in ``docs/reproduction/<experiment>.json`` (committed), and the report
+is built from those: it can be rebuilt at any time, from runs made on any machine.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -137,41 +138,80 @@ def latest_sweep(root: Path, experiment: str) -> Path | None:
     return runs[-1] if runs else None
 
 
-def fill(points: Sequence[Point], root: Path) -> None:
-    """Attach to each point the results of its experiment's newest sweep under ``root``."""
-    for point in points:
-        sweep = latest_sweep(root, point.experiment)
-        if sweep is None:
-            continue
-        try:
-            jobs = collect_jobs(sweep)
-        except NotASweepError:
-            continue
-        for job in jobs:
-            if not all(_same(job.overrides.get(k, ""), v) for k, v in point.when.items()):
+# what the results file keeps of each job's metrics.json
+KEPT = (
+    "status",
+    "error",
+    "test/acc",
+    "test/f1",
+    "val/f1_best",
+    "train/acc",
+    "params_total",
+    "epochs",
+    "wall_time_s",
+    "device",
+)
+
+
+def harvest(root: Path, store: Path) -> list[Path]:
+    """Copy each experiment's newest sweep under ``root`` (and ``root/<data>/``) into
+    ``store/[<data>/]<experiment>.json``: its jobs' overrides and figures, small enough to commit,
+    so the report can be rebuilt without the run folders."""
+    written = []
+    for base in [root, *(p for p in root.glob("*") if (p / ".data").is_file())]:
+        target = store if base == root else store / base.name
+        for exp_dir in sorted(p for p in base.iterdir() if p.is_dir() and p != base):
+            sweep = latest_sweep(base, exp_dir.name)
+            if sweep is None or (exp_dir / ".data").exists():
                 continue
-            record = job.record
-            value = record.get(point.metric)
-            if record.get("status") != "ok" or not isinstance(value, int | float):
+            try:
+                jobs = collect_jobs(sweep)
+            except NotASweepError:
+                continue
+            rows = [
+                {"overrides": job.overrides, **{k: job.record[k] for k in KEPT if k in job.record}}
+                for job in jobs
+            ]
+            target.mkdir(parents=True, exist_ok=True)
+            path = target / f"{exp_dir.name}.json"
+            path.write_text(json.dumps({"sweep": str(sweep), "jobs": rows}, indent=1) + "\n")
+            written.append(path)
+    return written
+
+
+def _jobs(store: Path, experiment: str) -> list[dict[str, Any]]:
+    path = store / f"{experiment}.json"
+    return json.loads(path.read_text())["jobs"] if path.is_file() else []
+
+
+def fill(points: Sequence[Point], store: Path) -> None:
+    """Attach to each point its jobs' results from ``store/<experiment>.json``."""
+    for point in points:
+        for job in _jobs(store, point.experiment):
+            overrides = job["overrides"]
+            if not all(_same(overrides.get(k, ""), v) for k, v in point.when.items()):
+                continue
+            value = job.get(point.metric)
+            if job.get("status") != "ok" or not isinstance(value, int | float):
                 point.failed += 1
                 continue
             point.values.append(float(value))
-            point.f1.append(float(record.get("test/f1", value)))
-            point.params = record.get("params_total")
-            point.epochs.append(int(record.get("epochs", 0)))
-            point.wall_s.append(float(record.get("wall_time_s", 0.0)))
-            if record.get("device"):
-                point.devices.add(str(record["device"]))
+            point.f1.append(float(job.get("test/f1", value)))
+            point.params = job.get("params_total")
+            point.epochs.append(int(job.get("epochs", 0)))
+            point.wall_s.append(float(job.get("wall_time_s", 0.0)))
+            if job.get("device"):
+                point.devices.add(str(job["device"]))
 
 
-def other_data(root: Path) -> dict[str, list[Point]]:
-    """Runs of experiments on another data set (``<root>/<data>/<experiment>/``), by data set:
+def other_data(store: Path) -> dict[str, list[Point]]:
+    """Experiments run on another data set (``store/<data>/<experiment>.json``), by data set:
     one point each, test accuracy over seeds (macro F1 in ``f1``)."""
     found: dict[str, list[Point]] = {}
-    for data_dir in sorted(p for p in root.glob("*") if (p / ".data").is_file()):
+    for data_dir in sorted(p for p in store.glob("*") if p.is_dir()):
         points = []
-        for exp_dir in sorted(p for p in data_dir.iterdir() if p.is_dir()):
-            point = Point(exp_dir.name, data_dir.name, "test/acc", exp_dir.name)
+        for path in sorted(data_dir.glob("*.json")):
+            point = Point(path.stem, data_dir.name, "test/acc", path.stem)
             fill([point], data_dir)
             if point.measured or point.failed:
                 points.append(point)
@@ -340,7 +380,8 @@ def plot(points: Sequence[Point], path: Path) -> None:
     ax.set_ylim(max(0.85, min(shown_values, default=0.97) - 0.005), 1.0)
     ax.set_title("MNIST: parameters vs test macro F1")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(loc="lower right")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="lower right")
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
 
