@@ -24,6 +24,7 @@ from mnistapp.models import (
     InceptionCNN,
     LeNet5,
     SeparableCNN,
+    SeparableNet,
     count_parameters,
 )
 
@@ -40,8 +41,19 @@ NAMES = [
     "conv_10k",
     "separable",
     "inception",
+    "pareto",
 ]
-CLASSES = [MLP, LeNet5, DeeperCNN, FastCNN, BaselineCNN, Conv10k, SeparableCNN, InceptionCNN]
+CLASSES = [
+    MLP,
+    LeNet5,
+    DeeperCNN,
+    FastCNN,
+    BaselineCNN,
+    Conv10k,
+    SeparableCNN,
+    InceptionCNN,
+    SeparableNet,
+]
 MNIST = {"num_classes": 10, "channels": 1, "image_size": 28}
 
 
@@ -277,3 +289,21 @@ def test_pareto_baseline_is_the_baseline_architecture() -> None:
     net = instantiate(cfg.model)
     assert isinstance(net, BaselineCNN) and count_parameters(net) == (1_199_882, 1_199_882)
     assert cfg.data.augment is not None
+
+
+def test_an_interrupt_never_leaves_a_missing_best_checkpoint(tmp_path: Path) -> None:
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from mnistapp.training.callbacks import _forget_unsaved
+
+    saved = tmp_path / "epoch_000.ckpt"
+    saved.write_bytes(b"x")
+    unsaved = tmp_path / "epoch_001.ckpt"  # recorded, then the interrupt stopped its write
+    checkpoint = ModelCheckpoint(dirpath=tmp_path, monitor="val/f1", mode="max", save_top_k=2)
+    checkpoint.best_k_models = {str(saved): torch.tensor(0.8), str(unsaved): torch.tensor(0.9)}
+    checkpoint.best_model_path, checkpoint.best_model_score = str(unsaved), torch.tensor(0.9)
+    checkpoint.kth_best_model_path = str(unsaved)
+    _forget_unsaved(checkpoint)
+    assert checkpoint.best_k_models == {str(saved): torch.tensor(0.8)}
+    assert checkpoint.best_model_path == str(saved) and checkpoint.best_model_score == 0.8
+    assert checkpoint.kth_best_model_path == ""

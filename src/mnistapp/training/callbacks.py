@@ -52,6 +52,8 @@ class CheckpointOnInterrupt(Callback):
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
     ) -> None:
         if isinstance(exception, KeyboardInterrupt) and trainer.state.fn == "fit":
+            for checkpoint in trainer.checkpoint_callbacks:
+                _forget_unsaved(checkpoint)
             path = self.dirpath / "last.ckpt"
             trainer.save_checkpoint(path)
             log.warning(
@@ -60,6 +62,26 @@ class CheckpointOnInterrupt(Callback):
                 trainer.global_step,
                 path,
             )
+
+
+def _forget_unsaved(checkpoint: Any) -> None:
+    """Drop from a ModelCheckpoint's bookkeeping the files an interrupt kept from being written.
+
+    ModelCheckpoint records a new best path before it writes the file; a stop in between would
+    leave ``last.ckpt`` naming a best checkpoint that does not exist, and the resumed run would
+    fail to test it.
+    """
+    kept = {p: s for p, s in checkpoint.best_k_models.items() if Path(p).is_file()}
+    if len(kept) == len(checkpoint.best_k_models):
+        return
+    checkpoint.best_k_models = kept
+    if checkpoint.best_model_path and not Path(checkpoint.best_model_path).is_file():
+        pick = max if checkpoint.mode == "max" else min
+        best = pick(kept, key=kept.get) if kept else ""
+        checkpoint.best_model_path = best
+        checkpoint.best_model_score = kept.get(best)
+    if checkpoint.kth_best_model_path and checkpoint.kth_best_model_path not in kept:
+        checkpoint.kth_best_model_path = ""
 
 
 class MisclassifiedDigits(Callback):
