@@ -1,4 +1,4 @@
-"""The overhead benchmark runs end to end on tiny data and reports what it measured."""
+"""The benchmarks run end to end on tiny inputs and report what they measured."""
 
 from __future__ import annotations
 
@@ -69,3 +69,19 @@ def test_overhead_benchmark_times_every_pipeline(tmp_path: Path) -> None:
     markdown = (out / "overhead.md").read_text()
     assert "| mlp | 32 | 5 |" in markdown and "run_training_batch" in markdown
     assert "| mlp | 32 | 5 |" in proc.stdout
+
+
+def test_memory_format_benchmark_times_every_variant() -> None:
+    proc = run_cli(
+        "benchmarks/memory_format.py",
+        *("--models", "lenet,pareto", "--batch-size", "8", "--steps", "2", "--repeats", "2"),
+        *("--device", "cpu"),
+    )
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| ")]
+    assert rows[0].split(" | ")[1:] == ["nchw fp32", "nhwc fp32", "nchw bf16", "nhwc bf16 |"]
+    for model, row in zip(("lenet", "pareto"), rows[1:], strict=True):
+        cells = row.strip("| ").split(" | ")
+        assert cells[0] == model
+        times = [float(cell.split(" ms")[0]) for cell in cells[1:]]
+        assert len(times) == 4 and all(t > 0 for t in times)
+        assert cells[1].endswith("(1.00x)")  # the baseline's ratio to itself

@@ -11,15 +11,28 @@ import torch
 from torch import nn
 
 from mnistapp.data.datamodule import MNISTDataModule
+from mnistapp.models import LeNet5
 from mnistapp.training.callbacks import MisclassifiedDigits, find_callback
 from mnistapp.training.module import Classifier
 
 
-def _fit(tiny_data: Path, tmp_path: Path, scheduler: dict | None = None, epochs: int = 3):
+def _fit(
+    tiny_data: Path,
+    tmp_path: Path,
+    scheduler: dict | None = None,
+    epochs: int = 3,
+    net: nn.Module | None = None,
+    channels_last: bool = False,
+):
     L.seed_everything(0)
     dm = MNISTDataModule(str(tiny_data), batch_size=32, val_size=100, download=False, verify=False)
-    net = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
-    module = Classifier(net, optimizer=partial(torch.optim.Adam, lr=0.01), scheduler=scheduler)
+    net = net or nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
+    module = Classifier(
+        net,
+        optimizer=partial(torch.optim.Adam, lr=0.01),
+        scheduler=scheduler,
+        channels_last=channels_last,
+    )
     trainer = L.Trainer(
         accelerator="cpu",
         max_epochs=epochs,
@@ -58,6 +71,23 @@ def test_metrics_are_logged_per_stage(tiny_data: Path, tmp_path: Path) -> None:
     assert len(failures["targets"]) == len(failures["preds"]) == min(n_wrong, 64)
     assert failures["images"].shape[1:] == (28, 28)
     assert (failures["targets"] != failures["preds"]).all()
+
+
+def test_channels_last_trains_to_the_same_weights(tiny_data: Path, tmp_path: Path) -> None:
+    """NHWC is only a memory layout: the same seed gives the same network, and the layout holds
+    through training (a silent fallback to NCHW would lose the speed-up)."""
+    fitted = {}
+    for channels_last in (False, True):
+        torch.manual_seed(0)
+        net = LeNet5(activation="relu", pool="max")
+        _, module, _ = _fit(tiny_data, tmp_path, epochs=1, net=net, channels_last=channels_last)
+        fitted[channels_last] = module.net
+    # C3, not C1: with one input channel both layouts are the same strides
+    conv = [m for m in fitted[True].modules() if isinstance(m, nn.Conv2d)][1].weight
+    assert conv.is_contiguous(memory_format=torch.channels_last)
+    assert not conv.is_contiguous()
+    for name, weight in fitted[False].state_dict().items():
+        assert torch.allclose(weight, fitted[True].state_dict()[name], atol=1e-4), name
 
 
 def test_onecycle_gets_total_steps_from_trainer(tiny_data: Path, tmp_path: Path) -> None:

@@ -87,6 +87,7 @@ def build(cfg: DictConfig, model_name: str | None = None) -> Run:
         net_config=OmegaConf.to_container(cfg.model, resolve=True),
         model_name=model_name,
         max_loss=cfg.max_loss,
+        channels_last=bool(cfg.get("channels_last", False)),
     )
     loggers = _instantiate_all(cfg.get("logger"))
     callbacks = _instantiate_all(cfg.get("callbacks"))
@@ -144,6 +145,7 @@ def fit_and_test(cfg: DictConfig, run: Run) -> dict[str, Any]:
         "fit_time_s": round(fit_time, 2),
         "epoch_time_s": round(fit_time / max(trained, 1), 2),
         "device": device_name(trainer.strategy.root_device),
+        "precision": str(trainer.precision),
     }
     record.update(scalar_metrics(trainer.callback_metrics))
     checkpoint = trainer.checkpoint_callback

@@ -150,6 +150,7 @@ KEPT = (
     "epochs",
     "wall_time_s",
     "device",
+    "precision",
 )
 
 
@@ -201,7 +202,10 @@ def fill(points: Sequence[Point], store: Path) -> None:
             point.epochs.append(int(job.get("epochs", 0)))
             point.wall_s.append(float(job.get("wall_time_s", 0.0)))
             if job.get("device"):
-                point.devices.add(str(job["device"]))
+                # mixed precision is part of where a figure came from; full float32 goes unsaid
+                precision = job.get("precision", "32-true")
+                suffix = "" if precision in ("32-true", "32") else f", {precision}"
+                point.devices.add(f"{job['device']}{suffix}")
 
 
 def other_data(store: Path) -> dict[str, list[Point]]:

@@ -45,6 +45,7 @@ class Classifier(L.LightningModule):
         model_name: str | None = None,
         max_loss: float = 1000.0,
         class_names: Sequence[str] | None = None,
+        channels_last: bool = False,
     ) -> None:
         super().__init__()
         if class_names is not None and len(class_names) != num_classes:
@@ -52,7 +53,10 @@ class Classifier(L.LightningModule):
         # plain strings: a config list (ListConfig) would not load from a weights_only checkpoint
         class_names = None if class_names is None else [str(name) for name in class_names]
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
-        self.net = net
+        # NHWC lets oneDNN (CPU) and cuDNN (tensor cores) pick their fast convolution kernels;
+        # a module's .to(device) and a checkpoint's load keep the layout
+        self.channels_last = channels_last
+        self.net = net.to(memory_format=torch.channels_last) if channels_last else net
         self.optimizer_factory = optimizer
         self.scheduler_config = dict(scheduler or {})
         self.criterion = nn.CrossEntropyLoss()
@@ -93,6 +97,8 @@ class Classifier(L.LightningModule):
         return list(names) if names else [str(k) for k in range(self.hparams.num_classes)]
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.channels_last and x.ndim == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
         return self.net(x)
 
     def _step(self, batch: tuple[Tensor, Tensor], stage: str) -> tuple[Tensor, Tensor]:
