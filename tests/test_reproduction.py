@@ -102,6 +102,33 @@ def test_the_report_gives_mean_and_std_per_point(tmp_path: Path) -> None:
     assert (tmp_path / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_a_missed_target_is_marked_and_explained(tmp_path: Path) -> None:
+    sweep = tmp_path / "pareto_841" / "2026-12-03_10-00-00"
+    for num, f1 in enumerate([0.96, 0.97]):
+        record = {
+            "status": "ok",
+            "test/acc": f1 + 0.001,
+            "test/f1": f1,
+            "params_total": 838,
+            "epochs": 30,
+            "wall_time_s": 300.0,
+            "device": "x86_64 CPU, 2 cores",
+            "precision": "bf16-mixed",
+        }
+        fake_job(sweep, num, ["experiment=pareto_841", f"seed={num + 1}"], record)
+    store = tmp_path / "store"
+    reproduction.harvest(tmp_path, store)
+    (point,) = reproduction.load_claims(["pareto_841"])
+    point.reason = "too small to fit the training set"
+    reproduction.fill([point], store)
+    markdown = reproduction.render([point], "mnistapp-reproduce pareto_841")
+    row = next(line for line in markdown.splitlines() if line.startswith("| `pareto_841`"))
+    cells = [c.strip() for c in row.split("|")]
+    assert cells[5:7] == ["0.9650 ± 0.0071 (n=2)", "**no**"]
+    assert cells[-2] == "x86_64 CPU, 2 cores, bf16-mixed"  # mixed precision is said
+    assert "- `pareto_841`: too small to fit the training set" in markdown
+
+
 def _reproduce(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "mnistapp.cli.reproduce", *args],

@@ -313,6 +313,10 @@ def render(
                 f"{p.reference or ''} | {_ours(p)} | {met} | {params} | {epochs} | {wall} "
                 f"| {where} |"
             )
+        missed = [p for p in pareto if p.measured and p.reason and mean_std(p.values)[0] < p.target]
+        if missed:
+            lines += ["", "Where a target is missed:", ""]
+            lines += [f"- `{p.experiment}`: {p.reason}" for p in missed]
         lines += ["", "![parameters vs test macro F1](pareto.png)", ""]
     for data, rows in (others or {}).items():
         lines += [
