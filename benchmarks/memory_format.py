@@ -1,11 +1,13 @@
 """Side-by-side: training-step time of each model in NCHW vs channels-last, float32 vs bf16.
 
-    python benchmarks/memory_format.py [--models lenet,cnn,baseline_cnn,pareto] [--device cpu]
+    python benchmarks/memory_format.py [--models lenet,cnn,experiment=pareto_8640] [--device cpu]
 
 Each variant is the app's own ``Classifier`` (``channels_last=``) around the ``model=`` config's
-network, stepped by hand on one resident random batch (no data loading, no Lightning loop), so
-only the convolution kernels differ. Variants are interleaved over ``--repeats`` rounds and the
-median counts; the table gives ms/step and the ratio to NCHW float32 of the same run.
+network (a ``--models`` entry is a ``model=`` option, or ``experiment=NAME`` for that
+experiment's network), stepped by hand on one resident random batch (no data loading, no
+Lightning loop), so only the convolution kernels differ. Variants are interleaved over
+``--repeats`` rounds and the median counts; the table gives ms/step and the ratio to NCHW
+float32 of the same run.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ def stepper(
 ) -> Callable[[int], float]:
     """A function that runs ``n`` training steps and returns the seconds they took."""
     with initialize_config_module("mnistapp.conf", version_base="1.3"):
-        cfg = compose("config", overrides=[f"model={model}"])
+        cfg = compose("config", overrides=[model if "=" in model else f"model={model}"])
     torch.manual_seed(0)
     module = Classifier(instantiate(cfg.model), channels_last=channels_last).to(device)
     optimizer = torch.optim.Adam(module.parameters(), lr=1e-3)
@@ -61,7 +63,9 @@ def stepper(
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default="lenet,cnn,baseline_cnn,pareto")
+    parser.add_argument(
+        "--models", default="lenet,cnn,baseline_cnn,fast_cnn,pareto,experiment=pareto_8640"
+    )
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--steps", type=int, default=20, help="steps per timed round")
     parser.add_argument("--repeats", type=int, default=5, help="interleaved rounds")
