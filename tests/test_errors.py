@@ -51,6 +51,10 @@ def _refused(script: str, *args: str) -> str:
             "train: error: trainer.max_epochs must be an integer >= 1 (got 0)",
         ),
         ("trainer.precision=17", "train: error: trainer.precision must be one of"),
+        (
+            "channels_last=maybe",
+            "train: error: channels_last must be one of [True, False] (got 'maybe')",
+        ),
         ("max_loss=0", "train: error: max_loss must be a finite number > 0 (got 0)"),
         ("trainer.accelerator=gpu", "train: error: trainer.accelerator=gpu needs a GPU"),
         (

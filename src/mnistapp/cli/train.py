@@ -87,7 +87,7 @@ def build(cfg: DictConfig, model_name: str | None = None) -> Run:
         net_config=OmegaConf.to_container(cfg.model, resolve=True),
         model_name=model_name,
         max_loss=cfg.max_loss,
-        channels_last=bool(cfg.get("channels_last", False)),
+        channels_last=cfg.get("channels_last", False),
     )
     loggers = _instantiate_all(cfg.get("logger"))
     callbacks = _instantiate_all(cfg.get("callbacks"))

@@ -141,6 +141,7 @@ RULES: dict[str, dict[str, Rule]] = {
         "scheduler.scheduler.eta_min": NON_NEGATIVE,
         "trainer.max_epochs": COUNT,
         "max_loss": POSITIVE,
+        "channels_last": choice(True, False),
         "trainer.precision": choice(*PRECISIONS),
         "trainer.accelerator": choice("auto", "cpu", "gpu", "cuda", "mps"),
         "trainer.log_every_n_steps": COUNT,

@@ -70,6 +70,12 @@ class Point:
             gap = mean - self.published
         return 100 * gap
 
+    def met(self) -> bool | None:
+        """Whether the seeds' mean reaches the pareto ``target``; None before any run."""
+        if self.target is None or not self.measured:
+            return None
+        return mean_std(self.values)[0] >= self.target
+
     def beyond_noise(self) -> bool:
         diff = self.difference_pp()
         if diff is None:
@@ -287,9 +293,9 @@ def render(
             diff = p.difference_pp()
             diff_text = "" if diff is None else f"{diff:+.2f} pp"
             epochs, wall, where = _runs(p)
-            # a seed that failed to learn makes the std huge; its reason must still show
-            shown = p.beyond_noise() or (diff is not None and abs(diff) > NOISE_PP)
-            why = (p.reason or "") if shown else ""
+            # not beyond_noise(): a seed that failed to learn makes the std huge, and its reason
+            # must still show
+            why = (p.reason or "") if diff is not None and abs(diff) > NOISE_PP else ""
             params = f"{p.params:,}" if p.params else ""
             lines.append(
                 f"| `{p.experiment}` | {p.label} | {_pct(p.published, p.metric)} | {_ours(p)} "
@@ -306,9 +312,7 @@ def render(
             "|---|--:|--:|---|--:|---|--:|--:|--:|---|",
         ]
         for p in pareto:
-            met = ""
-            if p.measured:
-                met = "yes" if mean_std(p.values)[0] >= p.target else "**no**"
+            met = "" if p.met() is None else "yes" if p.met() else "**no**"
             epochs, wall, where = _runs(p)
             params = f"{p.params:,}" if p.params else ""
             budget = f"{p.published_params:,}" if p.published_params else ""
@@ -317,7 +321,7 @@ def render(
                 f"{p.reference or ''} | {_ours(p)} | {met} | {params} | {epochs} | {wall} "
                 f"| {where} |"
             )
-        missed = [p for p in pareto if p.measured and p.reason and mean_std(p.values)[0] < p.target]
+        missed = [p for p in pareto if p.reason and p.met() is False]
         if missed:
             lines += ["", "Where a target is missed:", ""]
             lines += [f"- `{p.experiment}`: {p.reason}" for p in missed]
