@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import yaml
@@ -132,3 +133,28 @@ def fake_job(sweep_dir: Path, num: int, overrides: list[str], record: dict | Non
     (job_dir / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump(hydra))
     if record is not None:
         (job_dir / "metrics.json").write_text(json.dumps(record))
+
+
+def compose(*overrides: str, config_name: str = "config", output_dir: Path | None = None) -> Any:
+    """The config ``python <entry point> overrides...`` would run, composed in this process.
+
+    Hydra's own state is set as a run would set it (``HydraConfig``, our resolvers), so the
+    composed config can go straight into ``train(cfg)`` or ``run_task``; ``output_dir`` is the
+    run folder (Hydra makes one from the time; tests give their own).
+    """
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_module
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    from mnistapp.runtime import register_resolvers
+
+    register_resolvers()
+    with initialize_config_module("mnistapp.conf", version_base="1.3"):
+        cfg = hydra_compose(config_name, overrides=list(overrides), return_hydra_config=True)
+    if output_dir is not None:
+        with open_dict(cfg):
+            cfg.hydra.runtime.output_dir = str(output_dir)
+        output_dir.mkdir(parents=True, exist_ok=True)
+    HydraConfig.instance().set_config(cfg)
+    return cfg

@@ -48,7 +48,7 @@ def test_schedulers_compose(name: str) -> None:
     if name == "none":
         assert not cfg.get("scheduler")
     else:
-        assert cfg.scheduler.scheduler._partial_ is True
+        assert cfg.scheduler._partial_ is True and "scheduler" not in cfg.scheduler  # flat
 
 
 @pytest.mark.parametrize("name", _options("trainer"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
 import signal
 import subprocess
@@ -12,9 +13,12 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
+from mnistapp.cli.schema import Preflight
+from mnistapp.cli.task import hydra_error_message, run_task
 from mnistapp.training.checkpoints import load_checkpoint
-from tests.helpers import ROOT, run_cli, run_module, tiny_overrides
+from tests.helpers import ROOT, compose, run_cli, run_module, tiny_overrides
 
 NO_DEVELOPER = {"HYDRA_FULL_ERROR": "0"}  # the test runner sets it; users do not
 
@@ -36,7 +40,8 @@ def _refused(script: str, *args: str) -> str:
         ("model.width=0", "train: error: model.width must be an integer >= 1 (got 0)"),
         ("optimizer.lr=-1", "train: error: optimizer.lr must be a finite number > 0 (got -1)"),
         ("optimizer.lr=1e400", "train: error: optimizer.lr must be a finite number > 0 (got inf)"),
-        ("seed=abc", "train: error: seed must be an integer >= 0 (got 'abc')"),
+        ("seed=abc", "train: error: seed must be an integer in [0, 4294967296) (got 'abc')"),
+        ("seed=4294967296", "train: error: seed must be an integer in [0, 4294967296) (got 42949"),
         (
             "optimizer.momentum=1.5",
             "train: error: optimizer.momentum must be a finite number in [0, 1] (got 1.5)",
@@ -50,7 +55,6 @@ def _refused(script: str, *args: str) -> str:
             "trainer.max_epochs=0",
             "train: error: trainer.max_epochs must be an integer >= 1 (got 0)",
         ),
-        ("trainer.precision=17", "train: error: trainer.precision must be one of"),
         (
             "channels_last=maybe",
             "train: error: channels_last must be one of [True, False] (got 'maybe')",
@@ -58,42 +62,173 @@ def _refused(script: str, *args: str) -> str:
         ("max_loss=0", "train: error: max_loss must be a finite number > 0 (got 0)"),
         ("trainer.accelerator=gpu", "train: error: trainer.accelerator=gpu needs a GPU"),
         (
-            "scheduler=onecycle scheduler.scheduler.max_lr=0",
-            "train: error: scheduler.scheduler.max_lr must be a finite number > 0 (got 0)",
+            "scheduler=onecycle scheduler.max_lr=0",
+            "train: error: scheduler.max_lr must be a finite number > 0 (got 0)",
         ),
         (
-            "model=baseline_cnn model.depth=9",
-            "train: error: model: BaselineCNN with image_size=28, depth=9",
+            "trainer=ddp_cpu trainer.devices=999",
+            "train: error: trainer.devices=999: one process per device, and this machine has",
+        ),
+        # the schema owns these knobs: the model constructors no longer check them
+        *[
+            (f"model={m} model.width=0", "train: error: model.width must be an integer >= 1")
+            for m in ("mlp", "lenet", "cnn", "fast_cnn", "baseline_cnn", "conv_10k", "separable")
+        ],
+        *[
+            (f"model={m} model.width=0", "train: error: model.width must be an integer >= 1")
+            for m in ("inception", "pareto")
+        ],
+        ("model=mlp model.depth=0", "train: error: model.depth must be an integer >= 1 (got 0)"),
+        ("model=mlp model.dropout=1.0", "train: error: model.dropout must be a finite number in"),
+        (
+            "model=baseline_cnn model.depth=0",
+            "train: error: model.depth must be an integer >= 1 (got 0)",
         ),
         (
-            "model=nonexistent",
-            "train: error: model=nonexistent is not an option; model is one of: baseline_cnn,",
+            "model=baseline_cnn model.pointwise=-2",
+            "train: error: model.pointwise must be an integer >= 0 (got -2)",
         ),
-        ("model=lenett", "train: error: model=lenett is not an option (did you mean lenet?)"),
         (
-            "ckpt_path=/nowhere.ckpt",
-            "train: error: ckpt_path=/nowhere.ckpt is not a checkpoint file",
+            "model=baseline_cnn model.growth=0",
+            "train: error: model.growth must be a finite number > 0 (got 0)",
         ),
-        ("model.widht=3", "train: error: model.widht is not a setting (did you mean width?)"),
-        (
-            "data.augment={shear:3}",
-            "train: error: data: data.augment.shear is not a setting; data.augment takes degrees,",
-        ),
-        ("optimizer.lr=(", "train: error: Error parsing override 'optimizer.lr=('"),
     ],
 )
-def test_bad_training_values_are_one_line(
-    tiny_data: Path, tmp_path: Path, override: str, message: str
+def test_bad_values_are_refused_before_the_run_folder(
+    tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], override: str, message: str
 ) -> None:
     if "gpu" in override:
         import torch
 
         if torch.cuda.is_available():
             pytest.skip("this machine has a GPU")
-    line = _refused("train.py", *tiny_overrides(tiny_data, tmp_path), *override.split())
+    cfg = compose(*tiny_overrides(tiny_data, tmp_path), *override.split())
+    with pytest.raises(SystemExit) as exit_info:
+        Preflight().on_run_start(cfg)
+    assert exit_info.value.code == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
     assert line.startswith(message), line
-    # nothing that looks like a run: no run folder at all
-    assert list(tmp_path.rglob("metrics.json")) == [] and list(tmp_path.rglob(".hydra")) == []
+    assert list(tmp_path.iterdir()) == []  # no run folder at all
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (
+            "model=baseline_cnn model.depth=9",
+            "train: error: model: BaselineCNN with image_size=28, depth=9",
+        ),
+        ("ckpt_path=/nowhere.ckpt", "train: error: no checkpoint file at /nowhere.ckpt"),
+        (
+            "data.augment={shear:3}",
+            "train: error: data: data.augment.shear is not a setting; data.augment takes degrees,",
+        ),
+        # Lightning's own refusals, as one line
+        ("trainer.precision=17", "train: error: trainer: Precision 17 is invalid. Allowed"),
+        (
+            "trainer.devices=0",
+            "train: error: trainer: `Trainer(devices=0)` value is not a valid input using cpu",
+        ),
+        (
+            "model=mlp +trainer.limit_val_batches=0.1",  # a tenth of one batch
+            "train: error: trainer: You requested to check 0.1 of the `val_dataloader` but 0.1",
+        ),
+    ],
+)
+def test_values_refused_while_building_are_one_line_and_leave_no_folder(
+    tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], override: str, message: str
+) -> None:
+    from mnistapp.cli.train import train
+
+    run_dir = tmp_path / "logs" / "run"
+    cfg = compose(
+        *tiny_overrides(tiny_data, tmp_path / "logs"), *override.split(), output_dir=run_dir
+    )
+    with pytest.raises(SystemExit) as exit_info:
+        run_task(train, cfg, ())
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith(message)
+    # nothing that looks like a run: no record; the folder is gone unless the loggers wrote in it
+    assert list(tmp_path.rglob("metrics.json")) == [] or "limit_val" in override
+    assert not run_dir.exists() or "limit_val" in override
+
+
+def test_a_checkpoint_of_another_architecture_is_one_line(
+    trained_run: Path, tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from mnistapp.cli.train import train
+
+    ckpt = trained_run / "checkpoints" / "last.ckpt"  # a LeNet
+    cfg = compose(
+        *tiny_overrides(tiny_data, tmp_path),
+        "model=mlp",
+        f"ckpt_path={ckpt}",
+        output_dir=tmp_path / "run",
+    )
+    with pytest.raises(SystemExit) as exit_info:
+        run_task(train, cfg, ())
+    assert exit_info.value.code == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line == (
+        f"train: error: {ckpt} holds a LeNet5, not the requested MLP "
+        "(leave out model= to use the checkpoint's)"
+    )
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (
+            "model=nonexistent",
+            "train: error: model=nonexistent is not an option; model is one of: baseline_cnn,",
+        ),
+        ("model=lenett", "train: error: model=lenett is not an option (did you mean lenet?)"),
+        ("model.widht=3", "train: error: model.widht is not a setting (did you mean width?)"),
+    ],
+)
+def test_hydra_errors_are_one_line(override: str, message: str) -> None:
+    from hydra.errors import ConfigCompositionException
+
+    with pytest.raises(ConfigCompositionException) as err:
+        compose(override)
+    assert f"train: error: {hydra_error_message(err.value)}".startswith(message)
+
+
+def test_the_command_line_answers_a_bad_value_without_torch(tmp_path: Path) -> None:
+    """The one line of a bad value comes before torch or Lightning is imported (< 2 s)."""
+    code = (
+        "import atexit, runpy, sys;"
+        "atexit.register(lambda: print(sorted({'torch', 'lightning'} & set(sys.modules))));"
+        f"sys.argv = ['train.py', 'model.width=-1', 'paths.log_dir={tmp_path}'];"
+        "runpy.run_path('train.py', run_name='__main__')"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **NO_DEVELOPER},
+    )
+    assert proc.returncode == 2 and proc.stdout.strip() == "[]", proc.stdout
+    assert proc.stderr.strip() == "train: error: model.width must be an integer >= 1 (got -1)"
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("optimizer.lr=(", "train: error: Error parsing override 'optimizer.lr=('"),
+        ("model.width=" + "9" * 5000, "train: error: a number on the command line is too long"),
+        ("model=lenett", "train: error: model=lenett is not an option (did you mean lenet?)"),
+    ],
+    ids=["parse", "5000-digits", "option"],
+)
+def test_bad_command_lines_are_one_line(tmp_path: Path, override: str, message: str) -> None:
+    line = _refused("train.py", f"paths.log_dir={tmp_path}", override)
+    assert line.startswith(message), line
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_developers_still_get_everything(tiny_data: Path, tmp_path: Path) -> None:
@@ -105,64 +240,76 @@ def test_developers_still_get_everything(tiny_data: Path, tmp_path: Path) -> Non
 
 
 @pytest.mark.parametrize(
-    ("script", "args", "message"),
+    ("config", "args", "message"),
     [
         (
-            "eval.py",
+            "eval",
             ["data.eval_batch_size=0"],
             "eval: error: data.eval_batch_size must be an integer >= 1 (got 0)",
         ),
         (
-            "eval.py",
+            "eval",
             ["trainer=nope"],
             "eval: error: trainer=nope is not an option; trainer is one of:",
         ),
+        ("eval", ["ckpt_path=/nowhere.ckpt"], "eval: error: no checkpoint file at /nowhere.ckpt"),
         (
-            "eval.py",
-            ["ckpt_path=/nowhere.ckpt"],
-            "eval: error: no checkpoint file at /nowhere.ckpt",
-        ),
-    ],
-)
-def test_bad_eval_values_are_one_line(
-    tiny_data: Path, tmp_path: Path, script: str, args: list[str], message: str
-) -> None:
-    line = _refused(script, f"paths.data_dir={tiny_data}", f"paths.log_dir={tmp_path}", *args)
-    assert line.startswith(message), line
-    assert list(tmp_path.rglob("metrics.json")) == []
-
-
-@pytest.mark.parametrize(
-    ("module", "args", "message"),
-    [
-        (
-            "mnistapp.cli.export",
+            "export",
             ["format=tflite"],
             "export: error: format must be one of ['onnx', 'torchscript'] (got 'tflite')",
         ),
         (
-            "mnistapp.cli.export",
+            "export",
             ["tolerance=-1"],
             "export: error: tolerance must be a finite number > 0 (got -1)",
         ),
+        ("predict", ["batch_size=0"], "predict: error: batch_size must be an integer >= 1 (got 0)"),
         (
-            "mnistapp.cli.predict",
-            ["batch_size=0"],
-            "predict: error: batch_size must be an integer >= 1 (got 0)",
-        ),
-        (
-            "mnistapp.cli.predict",
+            "predict",
             ["ckpt_path=/nowhere.ckpt", "inputs=x.png"],
             "predict: error: no checkpoint file at /nowhere.ckpt",
         ),
     ],
 )
-def test_bad_export_and_predict_values_are_one_line(
-    tmp_path: Path, module: str, args: list[str], message: str
+def test_bad_eval_export_and_predict_values_are_one_line(
+    tiny_data: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    config: str,
+    args: list[str],
+    message: str,
 ) -> None:
-    line = _refused(module, f"paths.log_dir={tmp_path}", *args)
+    from hydra.errors import ConfigCompositionException
+
+    from mnistapp.cli.task import run_on_checkpoint
+
+    run_dir = tmp_path / config / "run"
+    overrides = [f"paths.data_dir={tiny_data}", f"paths.log_dir={tmp_path}", *args]
+    overrides.append(f"hydra.run.dir={run_dir}")
+    try:
+        cfg = compose(*overrides, config_name=config)
+    except ConfigCompositionException as err:
+        line = f"{config}: error: {hydra_error_message(err)}"
+    else:
+        with pytest.raises(SystemExit) as exit_info:
+            Preflight().on_run_start(cfg)  # the values, then the run folder is made
+            cfg = compose(*overrides, config_name=config, output_dir=run_dir)
+            run_on_checkpoint(config, lambda cfg, restored: {}, cfg, ())  # the checkpoint
+        assert exit_info.value.code == 2
+        (line,) = capsys.readouterr().err.strip().splitlines()
     assert line.startswith(message), line
-    assert list(tmp_path.rglob("metrics.json")) == []
+    assert list(tmp_path.iterdir()) == []  # no record, and no empty run folder left behind
+
+
+def test_a_refused_eval_is_one_line_and_leaves_no_folder(tiny_data: Path, tmp_path: Path) -> None:
+    line = _refused(
+        "eval.py",
+        f"paths.data_dir={tiny_data}",
+        f"paths.log_dir={tmp_path}",
+        "ckpt_path=/nowhere.ckpt",
+    )
+    assert line == "eval: error: no checkpoint file at /nowhere.ckpt"
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_diverging_run_stops_with_epoch_step_and_loss(tiny_data: Path, tmp_path: Path) -> None:
@@ -248,11 +395,21 @@ def test_a_stopped_run_saves_last_ckpt_and_says_how_to_resume(
             ["+callbacks.killer.step=23", "callbacks.last_checkpoint.every_n_train_steps=5"],
             ("global_step", 20),
         ),
+        # SIGTERM mid-epoch: Lightning stops at the step boundary, the interrupt checkpoint
+        # is that step's (tests.test_resume.TermAt sends it)
+        (
+            [
+                "+callbacks.killer.step=23",
+                "callbacks.last_checkpoint.every_n_train_steps=5",
+                "+callbacks.killer.signum=15",
+            ],
+            None,
+        ),
     ],
-    ids=["after-an-epoch", "mid-epoch"],
+    ids=["after-an-epoch", "mid-epoch", "sigterm-mid-epoch"],
 )
 def test_a_killed_run_resumes_in_its_folder_to_the_same_result(
-    tiny_data: Path, tmp_path: Path, when: list[str], saved: tuple[str, int]
+    tiny_data: Path, tmp_path: Path, when: list[str], saved: tuple[str, int] | None
 ) -> None:
     def overrides(log_dir: Path) -> list[str]:
         return [
@@ -269,19 +426,27 @@ def test_a_killed_run_resumes_in_its_folder_to_the_same_result(
     (whole,) = (tmp_path / "whole").glob("*/*/metrics.json")
 
     marker = tmp_path / "killed-once"
+    sigterm = "+callbacks.killer.signum=15" in when
+    killer = "tests.test_resume.TermAt" if sigterm else "tests.faults.KillAt"
     proc = run_cli(
         "train.py",
         *overrides(tmp_path / "killed"),
-        "+callbacks.killer._target_=tests.faults.KillAt",
+        f"+callbacks.killer._target_={killer}",
         f"+callbacks.killer.marker={marker}",
-        *when,
+        *[o for o in when if "signum" not in o],
         check=False,
     )
-    assert proc.returncode == -signal.SIGKILL and marker.exists()
+    assert marker.exists()
+    assert proc.returncode == (128 + signal.SIGTERM if sigterm else -signal.SIGKILL), proc.stderr
     (run_dir,) = (tmp_path / "killed").glob("*/*")
-    assert not (run_dir / "metrics.json").exists()  # killed: nothing was recorded
-    key, value = saved
-    assert load_checkpoint(run_dir / "checkpoints" / "last.ckpt")[key] == value
+    if saved:
+        assert not (run_dir / "metrics.json").exists()  # killed: nothing was recorded
+        key, value = saved
+        assert load_checkpoint(run_dir / "checkpoints" / "last.ckpt")[key] == value
+    # a resume replays no `+`-added node (test_resume): the fault goes, as a user would drop it
+    saved_overrides = run_dir / ".hydra" / "overrides.yaml"
+    kept = [o for o in yaml.safe_load(saved_overrides.read_text()) if "killer" not in o]
+    saved_overrides.write_text(yaml.safe_dump(kept))
 
     run_cli("train.py", f"resume={run_dir}")
     assert [p.parent for p in (tmp_path / "killed").glob("*/*/metrics.json")] == [run_dir]
@@ -300,24 +465,6 @@ def test_a_killed_run_resumes_in_its_folder_to_the_same_result(
     weights = [c["state_dict"] for c in final]
     for name, value in weights[0].items():
         assert (weights[1][name].float() - value.float()).abs().max() <= 1e-6, name
-
-
-def test_resume_refuses_another_run_and_a_missing_one(tmp_path: Path) -> None:
-    line = _refused("train.py", f"resume={tmp_path}")
-    assert line == (
-        f"train: error: resume={tmp_path}: {tmp_path} is not a run folder with "
-        "checkpoints/last.ckpt"
-    )
-    line = _refused("train.py", "resume=latest", f"paths.log_dir={tmp_path}")
-    assert line == f"train: error: resume=latest: no run with a last.ckpt in {tmp_path}"
-
-
-def test_an_unwritable_run_folder_is_one_line(tiny_data: Path, tmp_path: Path) -> None:
-    blocker = tmp_path / "a-file"
-    blocker.write_text("not a folder")
-    line = _refused("train.py", *tiny_overrides(tiny_data, blocker / "runs"))
-    assert line.startswith(f"train: error: cannot write the run folder {blocker}/runs/")
-    assert line.endswith(": Not a directory (see paths.log_dir)")
 
 
 def test_missing_data_is_one_line_and_recorded(

@@ -217,20 +217,14 @@ def test_dropout_is_absent_when_zero_and_placed_when_set() -> None:
 @pytest.mark.parametrize(
     ("cls", "kwargs", "message"),
     [
-        *[(cls, {"width": 0}, "width must be an integer >= 1, got 0") for cls in CLASSES],
         *[(cls, {"activation": "swish"}, "activation must be one of") for cls in CLASSES],
-        (MLP, {"depth": 0}, "depth must be an integer >= 1, got 0"),
         (MLP, {"hidden": []}, "hidden must list at least one layer"),
         (MLP, {"hidden": [32, 0]}, r"hidden\[1\] must be an integer >= 1"),
         (MLP, {"last_activation": "gelu"}, "last_activation must be one of"),
-        (MLP, {"dropout": 1.0}, r"dropout must be in \[0, 1\), got 1.0"),
         (LeNet5, {"pool": "min"}, "pool must be one of"),
         (LeNet5, {"image_size": 12}, "image_size=12.* below 1x1"),
-        (BaselineCNN, {"depth": 0}, "depth must be an integer >= 1, got 0"),
         (BaselineCNN, {"padding": "full"}, "padding must be one of"),
         (BaselineCNN, {"dense": -1}, "dense must be an integer >= 0"),
-        (BaselineCNN, {"pointwise": -2}, "pointwise must be an integer >= 0"),
-        (BaselineCNN, {"growth": 0}, "growth must be a number > 0"),
         (BaselineCNN, {"depth": 4}, r"image_size=28, depth=4.* below 1x1 at block 4's conv"),
         (DeeperCNN, {"dense": 0}, "dense must be an integer >= 1"),
         (Conv10k, {"image_size": 16}, "image_size=16.* below 1x1 at the classifier"),
@@ -277,7 +271,9 @@ def test_pareto_models_fit_their_budgets(experiment: str, budget: int) -> None:
     _, total = count_parameters(net)  # Keras-style: BatchNorm statistics count too
     assert 0.8 * budget < total <= budget, total
     assert net(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
-    assert cfg.claim.points[0].published_params == budget
+    from mnistapp.reporting.reproduction import load_claims
+
+    assert budget in {point.published_params for point in load_claims([experiment])}
 
 
 def test_pareto_baseline_is_the_baseline_architecture() -> None:
@@ -289,21 +285,3 @@ def test_pareto_baseline_is_the_baseline_architecture() -> None:
     net = instantiate(cfg.model)
     assert isinstance(net, BaselineCNN) and count_parameters(net) == (1_199_882, 1_199_882)
     assert cfg.data.augment is not None
-
-
-def test_an_interrupt_never_leaves_a_missing_best_checkpoint(tmp_path: Path) -> None:
-    from lightning.pytorch.callbacks import ModelCheckpoint
-
-    from mnistapp.training.callbacks import _forget_unsaved
-
-    saved = tmp_path / "epoch_000.ckpt"
-    saved.write_bytes(b"x")
-    unsaved = tmp_path / "epoch_001.ckpt"  # recorded, then the interrupt stopped its write
-    checkpoint = ModelCheckpoint(dirpath=tmp_path, monitor="val/f1", mode="max", save_top_k=2)
-    checkpoint.best_k_models = {str(saved): torch.tensor(0.8), str(unsaved): torch.tensor(0.9)}
-    checkpoint.best_model_path, checkpoint.best_model_score = str(unsaved), torch.tensor(0.9)
-    checkpoint.kth_best_model_path = str(unsaved)
-    _forget_unsaved(checkpoint)
-    assert checkpoint.best_k_models == {str(saved): torch.tensor(0.8)}
-    assert checkpoint.best_model_path == str(saved) and checkpoint.best_model_score == 0.8
-    assert checkpoint.kth_best_model_path == ""

@@ -86,8 +86,10 @@ def test_channels_last_trains_to_the_same_weights(tiny_data: Path, tmp_path: Pat
     conv = [m for m in fitted[True].modules() if isinstance(m, nn.Conv2d)][1].weight
     assert conv.is_contiguous(memory_format=torch.channels_last)
     assert not conv.is_contiguous()
+    # NHWC sums in another order, and Adam's normalised steps magnify that where a gradient is
+    # near zero (up to 2.6e-3 after 16 steps); a different network would differ by ~0.1
     for name, weight in fitted[False].state_dict().items():
-        assert torch.allclose(weight, fitted[True].state_dict()[name], atol=1e-4), name
+        assert torch.allclose(weight, fitted[True].state_dict()[name], atol=5e-3), name
 
 
 def test_onecycle_gets_total_steps_from_trainer(tiny_data: Path, tmp_path: Path) -> None:

@@ -35,6 +35,8 @@ def test_every_experiment_trains_a_few_steps(name: str, tiny_data: Path, tmp_pat
     ]
     with initialize_config_module("mnistapp.conf", version_base="1.3"):
         cfg = compose("config", overrides=overrides)
+    assert "claim" not in cfg  # the published figures live in reporting/claims.yaml
+    assert cfg.tags, f"experiment {name} should tag its runs"
     run = build(cfg, model_name=name)
     run.trainer.fit(run.module, datamodule=run.datamodule)
     assert run.trainer.global_step == 2
@@ -42,11 +44,17 @@ def test_every_experiment_trains_a_few_steps(name: str, tiny_data: Path, tmp_pat
 
 
 def test_claims_match_their_experiments() -> None:
+    from hydra.utils import instantiate
+
+    from mnistapp.models import count_parameters
+
     points = reproduction.load_claims()
-    assert set(reproduction.STUDIES) <= {p.study for p in points}
+    studies = ["small models", "under 10k parameters", "MLP study", "LeNet study"]
+    assert list(dict.fromkeys(p.study for p in points))[:4] == studies  # the file's order
     for point in points:
         assert point.metric in ("test/acc", "test/f1"), point
         config = yaml.safe_load((reproduction.EXPERIMENTS / f"{point.experiment}.yaml").read_text())
+        assert "claim" not in config  # a run's config holds choices only
         swept = (config.get("hydra") or {}).get("sweeper", {}).get("params", {})
         # a point names only values its experiment's sweep actually runs
         for key, value in point.when.items():
@@ -55,6 +63,10 @@ def test_claims_match_their_experiments() -> None:
         published = point.published if point.target is None else point.target
         values = published if isinstance(published, tuple) else (published,)
         assert all(0 < v <= 1 for v in values), point
+        if point.target is not None:  # a pareto model keeps within the budget it claims
+            with initialize_config_module("mnistapp.conf", version_base="1.3"):
+                cfg = compose("config", overrides=[f"experiment={point.experiment}"])
+            assert count_parameters(instantiate(cfg.model))[1] <= point.published_params
     # the write-ups' figures, one per claimed point
     assert len([p for p in points if p.target is None]) == 29
 
@@ -127,6 +139,20 @@ def test_a_missed_target_is_marked_and_explained(tmp_path: Path) -> None:
     assert cells[5:7] == ["0.9650 ± 0.0071 (n=2)", "**no**"]
     assert cells[-2] == "x86_64 CPU, 2 cores, bf16-mixed"  # mixed precision is said
     assert "- `pareto_841`: too small to fit the training set" in markdown
+
+
+def test_seeds_that_disagree_are_drawn_one_by_one(tmp_path: Path) -> None:
+    steady, wild = reproduction.load_claims(["small_16k", "tiny_cnn"])
+    steady.f1, steady.values, steady.params = [0.981, 0.983], [0.981, 0.983], 16298
+    wild.f1, wild.values, wild.params = [0.02, 0.951, 0.959], [0.02, 0.951, 0.959], 841
+    fig = reproduction.plot([steady, wild], tmp_path / "pareto.png")
+    ax = fig.axes[0]
+    assert ax.get_ylim()[0] >= 0.85  # the chance seed does not stretch the chart
+    seeds = [c.get_offsets() for c in ax.collections if len(c.get_offsets()) == 3]
+    assert len(seeds) == 1 and {x for x, _ in seeds[0]} == {841}  # tiny_cnn: three points
+    (bar,) = ax.containers  # one error bar, small_16k's
+    assert list(bar.lines[0].get_xdata()) == [16298]
+    assert any("a seed at 0.02" in t.get_text() for t in ax.texts)
 
 
 def _reproduce(*args: str) -> subprocess.CompletedProcess[str]:

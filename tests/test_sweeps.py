@@ -5,16 +5,20 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shlex
+import signal
 import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import yaml
 
+from mnistapp.cli.summarize import main as summarize_main
 from mnistapp.reporting.sweeps import mean_std, summarize, to_markdown
-from tests.helpers import ROOT, fake_job, run_cli, tiny_overrides
+from tests.helpers import ROOT, compose, fake_job, run_cli, tiny_overrides
 
 # one epoch of a small MLP keeps each job to a second or two once torch is imported
 FAST = ("model=mlp", "trainer.max_epochs=1", "plots.enabled=false")
@@ -31,15 +35,14 @@ def _rows(sweep_dir: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def _summarize_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "mnistapp.cli.summarize", *args],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+def _summarize_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """``python -m mnistapp.cli.summarize args``, in this process: (status, stdout, stderr)."""
+    try:
+        status = summarize_main(list(args))
+    except SystemExit as stop:
+        status = int(stop.code or 0)
+    out = capsys.readouterr()
+    return status, out.out, out.err
 
 
 def _mlp_params(width: int) -> int:
@@ -93,25 +96,27 @@ def test_width_sweep_writes_csv_markdown_and_chart(
 
 
 def test_summarize_after_the_fact_gives_the_same_table(
-    width_sweep: tuple[subprocess.CompletedProcess[str], Path], tmp_path: Path
+    width_sweep: tuple[subprocess.CompletedProcess[str], Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     _, sweep_dir = width_sweep
     written = {name: (sweep_dir / name).read_text() for name in ("summary.md", "summary.csv")}
     for name in written:
         (sweep_dir / name).unlink()
 
-    proc = _summarize_cli(str(sweep_dir))
-    assert proc.returncode == 0, proc.stderr
-    assert written["summary.md"] in proc.stdout
+    status, out, err = _summarize_cli(capsys, str(sweep_dir))
+    assert status == 0, err
+    assert written["summary.md"] in out
     for name, text in written.items():
         assert (sweep_dir / name).read_text() == text
 
-    missing = _summarize_cli(str(tmp_path / "nope"))
-    assert missing.returncode == 2 and "is not a directory" in missing.stderr
-    empty = _summarize_cli(str(tmp_path))
-    assert empty.returncode == 2 and "holds no multirun jobs" in empty.stderr
-    a_job = _summarize_cli(str(sweep_dir / "0"))
-    assert a_job.returncode == 2 and "directory of one run or job" in a_job.stderr
+    status, _, err = _summarize_cli(capsys, str(tmp_path / "nope"))
+    assert status == 2 and "is not a directory" in err
+    status, _, err = _summarize_cli(capsys, str(tmp_path))
+    assert status == 2 and "holds no multirun jobs" in err
+    status, _, err = _summarize_cli(capsys, str(sweep_dir / "0"))
+    assert status == 2 and "directory of one run or job" in err
 
 
 def test_a_failing_job_is_summarised_and_fails_the_exit_status(
@@ -171,36 +176,23 @@ def test_optuna_search_survives_a_failed_trial_and_names_the_best(
     )
 
 
-def test_joblib_runs_jobs_in_parallel_each_in_its_own_dir(tiny_data: Path, tmp_path: Path) -> None:
-    proc = run_cli(
-        "train.py",
-        "-m",
-        "hydra/launcher=joblib",
-        "hydra.launcher.n_jobs=2",
-        *tiny_overrides(tiny_data, tmp_path),
-        *FAST,
-        "model.width=8,16",
-    )
-    assert "Joblib.Parallel(n_jobs=2" in proc.stdout + proc.stderr
-    sweep_dir = _sweep_dir(tmp_path)
-    rows = _rows(sweep_dir)
-    assert [(row["model.width"], row["status"]) for row in rows] == [("8", "ok"), ("16", "ok")]
-    run_dirs = {json.loads((sweep_dir / n / "metrics.json").read_text())["run_dir"] for n in "01"}
-    assert run_dirs == {str(sweep_dir / "0"), str(sweep_dir / "1")}
-
-
-def test_ddp_inside_a_sweep_runs_each_job_once_in_its_own_dir(
+def test_ddp_inside_a_search_trains_each_trial_once_in_its_own_dir(
     tiny_data: Path, tmp_path: Path
 ) -> None:
-    # Rank 1 used to re-run the whole sweep (a stray sweep folder), and the second job found
-    # the first job's DDP variables and process group still there.
+    # Rank 1 used to re-run the whole sweep (a stray sweep folder; in a search, a search of its
+    # own whose trial stayed RUNNING), and the second job found the first job's DDP variables
+    # and process group still there.
+    import optuna
+
     proc = run_cli(
         "train.py",
-        "-m",
+        "hparams_search=optuna",
+        "hydra.sweeper.n_trials=2",
         "trainer=ddp_cpu",
         *tiny_overrides(tiny_data, tmp_path),
         *FAST,
-        "model.width=8,16",
+        "test=true",
+        "hydra.sweeper.params={model.width: 'choice(8, 16)'}",
         timeout=600,
     )
     sweep_dir = _sweep_dir(tmp_path)  # exactly one sweep folder
@@ -220,6 +212,45 @@ def test_ddp_inside_a_sweep_runs_each_job_once_in_its_own_dir(
         assert (sweep_dir / job / "train_ddp_process_1.log").is_file()
         assert [p.name for p in (sweep_dir / job).glob("*/.hydra")] == []
     assert [row["status"] for row in _rows(sweep_dir)] == ["ok", "ok"]
+    # only rank 0 drove the search: two trials, both finished
+    study = optuna.load_study(study_name="mnistapp", storage=f"sqlite:///{tmp_path}/optuna.db")
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
+
+
+def test_a_sigterm_stopped_sweep_is_summarised_and_resumed_in_its_folder(
+    tiny_data: Path, tmp_path: Path
+) -> None:
+    # job 1 trains long enough to be stopped; job 2 never starts
+    argv = ["train.py", "-m", *tiny_overrides(tiny_data, tmp_path), *FAST]
+    argv.append("trainer.max_epochs=1,12,1")
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_MODE": "offline"}
+    sweep = subprocess.Popen(
+        [sys.executable, *argv], cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 240
+    while not list(tmp_path.glob("multirun/*/*/1/checkpoints/last.ckpt")):
+        assert time.monotonic() < deadline and sweep.poll() is None, "job 1 never started"
+        time.sleep(0.1)
+    sweep.send_signal(signal.SIGTERM)
+    out, _ = sweep.communicate(timeout=120)
+    assert sweep.returncode == 128 + signal.SIGTERM
+    sweep_dir = _sweep_dir(tmp_path)
+    assert [row["status"] for row in _rows(sweep_dir)] == ["ok", "interrupted", "interrupted"]
+    markdown = (sweep_dir / "summary.md").read_text()
+    assert "3 jobs: 1 ok, 0 failed, 2 interrupted." in markdown and markdown in out
+    (command,) = [line for line in markdown.splitlines() if line.startswith("Resume with:")]
+    assert out.count(command) == 1  # one command for the whole sweep
+
+    first = (sweep_dir / "0" / "metrics.json").read_text()
+    resumed = run_cli(*shlex.split(command.split("`")[1])[1:])
+    assert _sweep_dir(tmp_path) == sweep_dir  # the same folder, no new sweep
+    assert [row["status"] for row in _rows(sweep_dir)] == ["ok", "ok", "ok"]
+    assert [row["epochs"] for row in _rows(sweep_dir)] == ["1", "12", "1"]
+    assert "3 jobs: 3 ok, 0 failed." in resumed.stdout
+    # job 1 went on from its last.ckpt; job 0 was not run again
+    last = sweep_dir / "1" / "checkpoints" / "last.ckpt"
+    assert f"Restoring states from the checkpoint path at {last}" in resumed.stdout
+    assert (sweep_dir / "0" / "metrics.json").read_text() == first
 
 
 def test_submitit_local_runs_the_cluster_path(tiny_data: Path, tmp_path: Path) -> None:
@@ -239,10 +270,7 @@ def test_submitit_local_runs_the_cluster_path(tiny_data: Path, tmp_path: Path) -
 
 @pytest.mark.parametrize(("preset", "gpus"), [("slurm", None), ("slurm_gpu", 1)])
 def test_slurm_launcher_presets_compose(preset: str, gpus: int | None) -> None:
-    proc = run_cli(
-        "train.py", f"hydra/launcher={preset}", "hydra.launcher.partition=gpu", "--cfg", "hydra"
-    )
-    launcher = yaml.safe_load(proc.stdout)["hydra"]["launcher"]
+    launcher = compose(f"hydra/launcher={preset}", "hydra.launcher.partition=gpu").hydra.launcher
     assert launcher["_target_"].endswith("SlurmLauncher")
     assert launcher["partition"] == "gpu" and launcher["gpus_per_node"] == gpus
 
@@ -279,7 +307,35 @@ def test_a_job_without_metrics_counts_as_failed(tmp_path: Path) -> None:
     fake_job(tmp_path, 0, ["model.width=8"], ok)
     fake_job(tmp_path, 1, ["model.width=16"], None)  # killed before it wrote metrics.json
     summary = summarize(tmp_path)
-    assert [job.ok for job in summary.jobs] == [True, False]
+    assert [job.status for job in summary.jobs] == ["ok", "failed"]
     assert "did not finish" in summary.jobs[1].record["error"]
     assert "- job 1 (`model.width=16`): no metrics.json" in to_markdown(summary)
     assert "seeds" not in to_markdown(summary)  # nothing to group
+
+
+def test_planned_jobs_that_never_started_are_interrupted_with_one_resume_command(
+    tmp_path: Path,
+) -> None:
+    task = ["model=mlp", "model.width=8,16", "seed=1,2"]
+    hydra = {"sweeper": {"_target_": "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"}}
+    hydra["overrides"] = {"task": task, "hydra": ["hydra.mode=MULTIRUN", "hydra/launcher=joblib"]}
+    (tmp_path / "multirun.yaml").write_text(yaml.safe_dump({"hydra": hydra}))
+    ok = {"status": "ok", "params_total": 100, "test/f1": 0.5, "val/f1_best": 0.5}
+    fake_job(tmp_path, 0, ["model=mlp", "model.width=8", "seed=1"], ok)
+    stopped = {"status": "interrupted", "error": "stopped by SIGTERM"}
+    fake_job(tmp_path, 1, ["model=mlp", "model.width=8", "seed=2"], stopped)
+
+    summary = summarize(tmp_path)
+    assert [(job.num, job.status) for job in summary.jobs] == [
+        (0, "ok"), (1, "interrupted"), (2, "interrupted"), (3, "interrupted")
+    ]  # fmt: skip
+    assert summary.jobs[3].overrides == {"model": "mlp", "model.width": "16", "seed": "2"}
+    assert summary.varying == ["model.width", "seed"]
+    markdown = to_markdown(summary)
+    assert "4 jobs: 1 ok, 0 failed, 3 interrupted." in markdown
+    assert "## Failed jobs" not in markdown
+    (line,) = [x for x in markdown.splitlines() if x.startswith("Resume with:")]
+    assert shlex.split(line.split("`")[1]) == [
+        "python", "train.py", "-m", *task, "hydra/launcher=joblib",
+        f"hydra.sweep.dir={tmp_path}", "hydra/sweeper=resume",
+    ]  # fmt: skip

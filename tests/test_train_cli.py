@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from omegaconf import OmegaConf
 
-from tests.helpers import ROOT, run_cli, tiny_overrides
+from tests.helpers import ROOT, compose, run_cli, tiny_overrides
 
 
 def _single_run_dir(log_dir: Path) -> Path:
@@ -70,8 +71,10 @@ def test_lenet_sgd_trains_tests_and_writes_its_files(tiny_data: Path, tmp_path: 
 
 
 def test_overrides_users_type(tiny_data: Path, tmp_path: Path) -> None:
-    run_cli(
-        "train.py",
+    from mnistapp.cli.task import run_task
+    from mnistapp.cli.train import train
+
+    cfg = compose(
         "optimizer=adam",
         "scheduler=onecycle",
         "trainer.precision=bf16-mixed",
@@ -79,13 +82,14 @@ def test_overrides_users_type(tiny_data: Path, tmp_path: Path) -> None:
         "callbacks=early_stopping",
         *tiny_overrides(tiny_data, tmp_path),
         "data.batch_size=64",
+        output_dir=tmp_path / "run",
     )
-    run_dir = _single_run_dir(tmp_path)
-    cfg = yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text())
-    assert cfg["seed"] == 7 and cfg["trainer"]["precision"] == "bf16-mixed"
-    assert cfg["data"]["batch_size"] == 64
-    assert cfg["optimizer"]["_target_"] == "torch.optim.Adam"
-    assert json.loads((run_dir / "metrics.json").read_text())["test/acc"] > 0.3
+    assert cfg.seed == 7 and cfg.trainer.precision == "bf16-mixed"
+    assert cfg.data.batch_size == 64
+    assert cfg.optimizer._target_ == "torch.optim.Adam"
+    record = run_task(train, cfg, ())
+    assert record["precision"] == "bf16-mixed" and record["test/acc"] > 0.3
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["test/acc"] > 0.3
 
 
 def test_bad_value_fails_with_its_message_and_no_run(tiny_data: Path, tmp_path: Path) -> None:
@@ -141,21 +145,25 @@ def test_runs_without_any_logger_and_overfit_preset(tiny_data: Path, tmp_path: P
 
 
 def test_speedrun_experiment_composes_and_trains(tiny_data: Path, tmp_path: Path) -> None:
-    cfg = yaml.safe_load(run_cli("train.py", "experiment=speedrun", "--cfg", "job").stdout)
+    from mnistapp.cli.task import run_task
+    from mnistapp.cli.train import train
+
+    cfg = OmegaConf.to_container(compose("experiment=speedrun"), resolve=False)
     assert cfg["model"]["_target_"] == "mnistapp.models.FastCNN"
     assert cfg["data"]["batch_size"] == 256 and cfg["trainer"]["max_epochs"] == 1
     assert cfg["optimizer"]["lr"] == 0.01 and cfg["optimizer"]["betas"] == [0.7, 0.9]
-    one_cycle = cfg["scheduler"]["scheduler"]
+    one_cycle = cfg["scheduler"]
     assert one_cycle["_target_"].endswith("OneCycleLR") and one_cycle["max_lr"] == 0.01
     # a few steps of the same recipe on the tiny data, on the CPU
-    run_cli(
-        "train.py",
+    run = compose(
         "experiment=speedrun",
         *tiny_overrides(tiny_data, tmp_path),
         "trainer.max_epochs=1",
         "+trainer.limit_train_batches=4",
+        output_dir=tmp_path / "run",
     )
-    metrics = json.loads((_single_run_dir(tmp_path) / "metrics.json").read_text())
+    run_task(train, run, ())
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["status"] == "ok" and metrics["model"] == "fast_cnn"
     assert metrics["epochs"] == 1 and metrics["params_total"] == 215_194
 
@@ -213,8 +221,14 @@ def test_a_terminal_gets_a_live_bar(style: str, monkeypatch: pytest.MonkeyPatch)
 def test_tensorboard_logger_writes_event_files(tiny_data: Path, tmp_path: Path) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    run_cli("train.py", "logger=[csv,tensorboard]", *tiny_overrides(tiny_data, tmp_path))
-    run_dir = _single_run_dir(tmp_path)
+    from mnistapp.cli.task import run_task
+    from mnistapp.cli.train import train
+
+    run_dir = tmp_path / "run"
+    cfg = compose(
+        "logger=[csv,tensorboard]", *tiny_overrides(tiny_data, tmp_path), output_dir=run_dir
+    )
+    run_task(train, cfg, ())
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
     board = EventAccumulator(str(run_dir / "tensorboard"))  # every event file in the folder

@@ -9,8 +9,12 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
-from tests.helpers import run_cli, tiny_overrides
+from hydra_plugins.mnistapp_optuna.optuna_sweeper import OptunaSweeper, ask, search_space
+from mnistapp.errors import ConfigError
+from tests.helpers import ROOT, run_cli, tiny_overrides
 
 SEARCH = (
     "hparams_search=optuna",
@@ -41,7 +45,7 @@ def test_a_saved_study_grows_with_each_command_and_runs_trials_in_parallel(
 ) -> None:
     common = (*tiny_overrides(tiny_data, tmp_path), *SEARCH, "trainer.max_epochs=1")
     # two trials at once, in two worker processes sharing the sqlite study
-    run_cli(
+    parallel = run_cli(
         "train.py",
         *common,
         "hydra.sweeper.n_trials=2",
@@ -67,6 +71,10 @@ def test_a_saved_study_grows_with_each_command_and_runs_trials_in_parallel(
             assert row["status"] == "ok"
             assert float(row["val/f1_best"]) == pytest.approx(trial.value)
             assert row["test/acc"] == ""  # a search never looks at the test set
+    assert "Joblib.Parallel(n_jobs=2" in parallel.stdout + parallel.stderr
+    # each parallel job in its own folder
+    run_dirs = {json.loads((sweeps[0] / n / "metrics.json").read_text())["run_dir"] for n in "01"}
+    assert run_dirs == {str(sweeps[0] / "0"), str(sweeps[0] / "1")}
     results = yaml.safe_load((sweeps[1] / "optimization_results.yaml").read_text())
     assert results["trials"] == 4 and results["best_value"] == pytest.approx(study.best_value)
 
@@ -95,24 +103,76 @@ def test_unpromising_trials_are_pruned_after_an_epoch(tiny_data: Path, tmp_path:
     assert "2 jobs: 0 ok, 2 pruned, 0 failed." in (sweep_dir / "summary.md").read_text()
 
 
+def _sweeper(**settings: object) -> OptunaSweeper:
+    preset = OmegaConf.load(ROOT / "conf" / "hydra" / "sweeper" / "optuna.yaml")
+    preset.merge_with(settings)
+    return instantiate(preset, _recursive_=False)
+
+
+def test_parallel_workers_on_one_study_propose_apart_and_one_search_repeats(
+    tmp_path: Path,
+) -> None:
+    # Each worker used to seed its sampler from the trial count it found at start: two started
+    # together proposed the same trials (8 trials, 4 configurations).
+    space, _ = search_space(
+        {"model.width": "choice(4, 8, 16, 32)", "optimizer.lr": "tag(log, interval(1e-3, 0.1))"},
+        [],
+    )
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    workers = [optuna.create_study(study_name="s", storage=storage, load_if_exists=True)] * 2
+    workers[1] = optuna.load_study(study_name="s", storage=storage)
+    sampler = _sweeper()._sampler
+    trials = [ask(study, space, sampler) for _ in range(4) for study in workers]
+    assert sorted(t.number for t in trials) == list(range(8))
+    assert len({str(t.params) for t in trials}) == 8
+    # one search alone, with the preset's fixed seed, proposes the same trials again
+    alone = optuna.create_study()
+    assert [ask(alone, space, sampler).params for _ in range(8)] == [t.params for t in trials]
+
+
+def test_a_trial_whose_job_dies_is_failed_not_left_running(tmp_path: Path) -> None:
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    sweeper = _sweeper(
+        storage=storage, n_trials=2, n_jobs=2, params={"model.width": "choice(4, 8)"}
+    )
+    sweeper.config = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path / "sweep")}}})
+    sweeper.validate_batch_is_legal = lambda overrides: None  # needs Hydra's config loader
+
+    class Killed:  # the launcher's job process stopped by a signal, or a worker killed
+        def launch(self, overrides: list[list[str]], initial_job_idx: int) -> None:
+            raise KeyboardInterrupt
+
+    sweeper.launcher = Killed()
+    with pytest.raises(KeyboardInterrupt):
+        sweeper.sweep([])
+    study = optuna.load_study(study_name="mnistapp", storage=storage)
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.FAIL] * 2
+
+
 @pytest.mark.parametrize(
-    ("override", "message"),
+    ("setting", "message"),
     [
-        ("hydra.sweeper.direction=up", "hydra.sweeper.direction must be maximize or minimize"),
-        ("hydra.sweeper.n_trials=0", "hydra.sweeper.n_trials must be an integer >= 1"),
+        ({"direction": "up"}, "hydra.sweeper.direction must be maximize or minimize"),
+        ({"n_trials": 0}, "hydra.sweeper.n_trials must be an integer >= 1"),
+        ({"n_jobs": 0}, "hydra.sweeper.n_jobs must be an integer >= 1"),
+        ({"params": {}}, "hydra.sweeper.params is empty: nothing to search"),
     ],
 )
-def test_bad_search_settings_are_one_line_errors(
-    tiny_data: Path, tmp_path: Path, override: str, message: str
-) -> None:
+def test_bad_search_settings_are_refused(setting: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        _sweeper(**setting).sweep([])
+
+
+def test_a_bad_search_setting_is_one_line(tiny_data: Path, tmp_path: Path) -> None:
     proc = run_cli(
         "train.py",
         *tiny_overrides(tiny_data, tmp_path),
         *SEARCH,
-        override,
+        "hydra.sweeper.direction=up",
         check=False,
         env={"HYDRA_FULL_ERROR": "0"},
     )
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines()[-1].startswith(f"train: error: {message}")
+    message = "train: error: hydra.sweeper.direction must be maximize or minimize"
+    assert proc.stderr.strip().splitlines()[-1].startswith(message)
     assert "Traceback" not in proc.stderr

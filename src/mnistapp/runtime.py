@@ -48,10 +48,11 @@ def hydra_choice(group: str) -> str | None:
 
 @contextmanager
 def stop_on_signals() -> Iterator[None]:
-    """While inside: Ctrl-C and SIGTERM raise KeyboardInterrupt, and are remembered.
+    """While inside: Ctrl-C and SIGTERM stop the task, and are remembered (:func:`stopped_by`).
 
-    Lightning turns a KeyboardInterrupt into a graceful shutdown (callbacks' ``on_exception``,
-    then exit); a SIGTERM (a cluster's or ``kill``'s) thus stops a run the same way as Ctrl-C.
+    Inside ``Trainer.fit`` and ``test`` Lightning handles SIGTERM itself (it calls this handler
+    too): it stops at the next step boundary with ``SIGTERMException``, so the interrupt checkpoint
+    is that of a whole step. Elsewhere, and for Ctrl-C, a KeyboardInterrupt stops the task.
     """
     if threading.current_thread() is not threading.main_thread():
         yield  # signal handlers belong to the main thread
@@ -59,7 +60,8 @@ def stop_on_signals() -> Iterator[None]:
 
     def stop(signum: int, frame: object) -> None:
         _stopped_by.append(signal.Signals(signum))
-        raise KeyboardInterrupt
+        if signum == signal.SIGINT or signal.getsignal(signum) is stop:  # not Lightning's
+            raise KeyboardInterrupt
 
     _stopped_by.clear()
     previous = {sig: signal.signal(sig, stop) for sig in STOP_SIGNALS}
@@ -126,11 +128,13 @@ def run_time(pattern: str = "%H-%M-%S-%f") -> str:
 
 
 def register_resolvers() -> None:
-    """``${run_time:}`` for ``conf/hydra/default.yaml``; cached like Hydra's ``${now:}``, so one
-    run's folder is one name however often it is resolved."""
+    """``${run_time:}`` for ``conf/hydra/default.yaml`` (cached like Hydra's ``${now:}``, so one
+    run's folder is one name however often it is resolved); ``${join:${tags}}``, a list as one
+    comma-separated string (an MLflow tag is one string)."""
     from omegaconf import OmegaConf
 
     OmegaConf.register_new_resolver("run_time", run_time, use_cache=True, replace=True)
+    OmegaConf.register_new_resolver("join", lambda items: ",".join(map(str, items)), replace=True)
 
 
 def device_name(device: Any) -> str:

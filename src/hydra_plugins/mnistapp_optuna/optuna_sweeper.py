@@ -1,21 +1,18 @@
 """``hydra/sweeper=optuna``: a Hydra sweeper on Optuna >= 4, with saved studies and pruning.
 
-Why our own sweeper and not ``hydra-optuna-sweeper``: its 1.3 release pins Optuna < 3 (whose
-sqlite storage fails under SQLAlchemy 2), the 1.4 line is a release candidate, and neither can
-prune: a Hydra sweeper only sees a job's return value. Here each trial is an ordinary multirun
-job, launched by whichever launcher is configured (basic, joblib for parallel trials, submitit
-for SLURM), so sweep summaries, W&B grouping and failure handling are unchanged. The job learns
-its trial number from the ``tune.trial`` override; :class:`mnistapp.training.tuning.OptunaPruning`
-reports its validation metric to the saved study each epoch and stops it when the pruner says so.
-
-Hydra finds sweepers only in the ``hydra_plugins`` namespace package, hence this module's home.
+Not ``hydra-optuna-sweeper``: its 1.3 release pins Optuna < 3 (whose sqlite storage fails under
+SQLAlchemy 2), and no Hydra sweeper can prune: it only sees a job's return value. Each trial is an
+ordinary multirun job with ``tune.trial=<number>``, run by the configured launcher;
+:class:`mnistapp.training.tuning.OptunaPruning` reports its epochs to the saved study. Hydra finds
+sweepers only in the ``hydra_plugins`` namespace package, hence this module's home (docs/SWEEPS.md).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,51 +24,57 @@ from hydra.types import HydraContext, TaskFunction
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from mnistapp.cli.validation import ConfigError
+from hydra_plugins.mnistapp_optuna.resume_sweeper import ResumeSweeper
+from mnistapp.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 RESULTS_FILE = "optimization_results.yaml"  # read by mnistapp.reporting.sweeps
 TRIAL_KEY = "tune.trial"
 SQLITE = "sqlite:///"
+Suggest = Callable[[Any], Any]  # draws one parameter's value for an optuna.trial.Trial
 
 
-def distribution(override: Override) -> Any:
-    """The Optuna distribution for a sweep override: ``choice(...)``, ``range(...)``,
+def suggestion(override: Override) -> Suggest:
+    """How a trial draws the value of a sweep override: ``choice(...)``, ``range(...)``,
     ``interval(a, b)`` (``tag(log, interval(a, b))`` for a log scale)."""
-    import optuna.distributions as d
-
-    value = override.value()
-    if isinstance(value, ChoiceSweep):
-        return d.CategoricalDistribution(list(override.sweep_iterator(transformer=lambda x: x)))
-    if isinstance(value, RangeSweep):
-        return d.CategoricalDistribution(list(override.sweep_iterator(transformer=lambda x: x)))
+    key, value = override.get_key_element(), override.value()
+    if isinstance(value, ChoiceSweep | RangeSweep):
+        choices = list(override.sweep_iterator(transformer=lambda x: x))
+        return lambda trial: trial.suggest_categorical(key, choices)
     if isinstance(value, IntervalSweep):
-        log_scale = "log" in value.tags
-        if isinstance(value.start, int) and isinstance(value.end, int):
-            return d.IntDistribution(value.start, value.end, log=log_scale)
-        return d.FloatDistribution(float(value.start), float(value.end), log=log_scale)
+        log_scale, low, high = "log" in value.tags, value.start, value.end
+        if isinstance(low, int) and isinstance(high, int):
+            return lambda trial: trial.suggest_int(key, low, high, log=log_scale)
+        return lambda trial: trial.suggest_float(key, float(low), float(high), log=log_scale)
     raise ConfigError(f"{override.input_line}: not a sweep (use choice, range or interval)")
 
 
 def search_space(
     params: Mapping[str, str], arguments: Sequence[str]
-) -> tuple[dict[str, Any], list[str]]:
+) -> tuple[dict[str, Suggest], list[str]]:
     """Split the configured ``params`` and the command line into a search space and fixed
     overrides; a sweep on the command line replaces the configured one for its key."""
     parser = OverridesParser.create()
-    configured = parser.parse_overrides([f"{k}={v}" for k, v in params.items()])
-    given = parser.parse_overrides(list(arguments))
-    space: dict[str, Any] = {}
+    space: dict[str, Suggest] = {}
     fixed: list[str] = []
-    for override in [*configured, *given]:
-        key = override.get_key_element()
+    for override in parser.parse_overrides([*(f"{k}={v}" for k, v in params.items()), *arguments]):
         if override.is_sweep_override():
-            space[key] = distribution(override)
+            space[override.get_key_element()] = suggestion(override)
         else:
-            space.pop(key, None)  # a fixed value on the command line wins over the preset
+            space.pop(override.get_key_element(), None)  # a fixed value wins over the preset
             fixed.append(override.input_line)
     return space, fixed
+
+
+def ask(study: Any, space: Mapping[str, Suggest], sampler: Callable[[int], Any]) -> Any:
+    """A new trial, its values drawn by ``sampler(trial number)``: the storage numbers trials
+    apart, so parallel workers on one study draw apart, and one search is reproducible."""
+    trial = study.ask()
+    study.sampler = sampler(trial.number) or study.sampler
+    for suggest in space.values():
+        suggest(trial)
+    return trial
 
 
 def job_outcome(output_dir: str | Path, metric: str) -> tuple[str, float | None]:
@@ -82,55 +85,53 @@ def job_outcome(output_dir: str | Path, metric: str) -> tuple[str, float | None]
         record = read_metrics(Path(output_dir))
     except (FileNotFoundError, ValueError):
         return "failed", None
-    value = record.get(metric)
+    value, status = record.get(metric), record.get("status")
     finite = isinstance(value, int | float) and math.isfinite(value)
-    if record.get("status") == "pruned":
-        return "pruned", value if finite else None
-    if record.get("status") == "ok" and finite:
-        return "ok", float(value)
-    if record.get("status") == "ok":
+    if status == "pruned" or (status == "ok" and finite):
+        return status, float(value) if finite else None
+    if status == "ok":
         numbers = sorted(k for k, v in record.items() if isinstance(v, int | float))
-        log.warning(
-            "%s: no finite %r in metrics.json (hydra.sweeper.metric); it has: %s",
-            output_dir,
-            metric,
-            ", ".join(numbers),
-        )
+        log.warning("%s: no finite %r in metrics.json (hydra.sweeper.metric); it has: %s",
+                    output_dir, metric, ", ".join(numbers))  # fmt: skip
     return "failed", None
 
 
+@dataclass(eq=False)
 class OptunaSweeper(Sweeper):
     """Ask Optuna for ``n_jobs`` trials at a time, launch them as jobs, tell it their outcome."""
 
-    def __init__(
-        self,
-        study_name: str,
-        storage: str | None,
-        direction: str,
-        metric: str,
-        n_trials: int,
-        n_jobs: int,
-        sampler: DictConfig | None,
-        pruner: DictConfig | None,
-        params: DictConfig | None,
-    ) -> None:
-        self.study_name, self.storage = study_name, storage or None
-        self.direction, self.metric = direction, metric
-        self.n_trials, self.n_jobs = n_trials, n_jobs
-        # configs (`_recursive_: false`): the sampler's seed depends on the study, below
-        self.sampler_cfg, self.pruner_cfg = sampler, pruner
-        self.params = OmegaConf.to_container(params) if params else {}
+    study_name: str
+    storage: str | None
+    direction: str
+    metric: str
+    n_trials: int
+    n_jobs: int
+    # configs (`_recursive_: false`): the sampler is made anew for each trial, below
+    sampler: DictConfig | None
+    pruner: DictConfig | None
+    params: DictConfig | None
 
     def setup(
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
     ) -> None:
         """Called by Hydra before :meth:`sweep`: make the launcher that runs the trials."""
-        self.config, self.hydra_context = config, hydra_context
+        self.config, self.hydra_context = config, hydra_context  # both read by Sweeper's methods
         self.launcher = Plugins.instance().instantiate_launcher(
             hydra_context=hydra_context, task_function=task_function, config=config
         )
 
-    def _check(self) -> None:
+    def _sampler(self, number: int) -> Any:
+        """The configured sampler for trial ``number``; its seed moves on by the number."""
+        seed = self.sampler.get("seed") if self.sampler else None
+        if seed is None:
+            return instantiate(self.sampler) if self.sampler else None
+        return instantiate(self.sampler, seed=seed + number)
+
+    def sweep(self, arguments: list[str]) -> list[Any]:
+        """Run ``n_trials`` trials, adding to the study when it is already in the storage."""
+        import optuna
+
+        # checked here, not in __init__: Hydra wraps what a constructor raises in its own error
         if self.direction not in ("maximize", "minimize"):
             raise ConfigError(
                 f"hydra.sweeper.direction must be maximize or minimize (got {self.direction!r})"
@@ -138,25 +139,11 @@ class OptunaSweeper(Sweeper):
         for key in ("n_trials", "n_jobs"):
             if not isinstance(getattr(self, key), int) or getattr(self, key) < 1:
                 raise ConfigError(f"hydra.sweeper.{key} must be an integer >= 1")
-
-    def _sampler(self, trials_before: int) -> Any:
-        """The configured sampler; a resumed study's seed moves on by its trial count, or the
-        same command would propose the same trials again."""
-        if not self.sampler_cfg:
-            return None
-        seed = self.sampler_cfg.get("seed")
-        if seed is None:
-            return instantiate(self.sampler_cfg)
-        return instantiate(self.sampler_cfg, seed=seed + trials_before)
-
-    def sweep(self, arguments: list[str]) -> list[Any]:
-        """Run ``n_trials`` trials, adding to the study when it is already in the storage."""
-        import optuna
-
-        self._check()
-        space, fixed = search_space(self.params, arguments)
+        params = OmegaConf.to_container(self.params) if self.params else {}
+        space, fixed = search_space(params, arguments)  # type: ignore[arg-type]
         if not space:
             raise ConfigError("hydra.sweeper.params is empty: nothing to search")
+        self.storage = self.storage or None
         if self.storage and self.storage.startswith(SQLITE):
             # a first search makes its database, folder included (outputs/ on a fresh clone)
             Path(self.storage[len(SQLITE) :]).parent.mkdir(parents=True, exist_ok=True)
@@ -164,27 +151,20 @@ class OptunaSweeper(Sweeper):
             study_name=self.study_name,
             storage=self.storage,
             direction=self.direction,
-            pruner=instantiate(self.pruner_cfg) if self.pruner_cfg else None,
+            pruner=instantiate(self.pruner) if self.pruner else None,
             load_if_exists=True,
         )
-        before = len(study.trials)
-        study.sampler = self._sampler(before)
-        if before:
-            log.info(
-                "Study %r in %s: %d trials already, adding %d",
-                self.study_name,
-                self.storage,
-                before,
-                self.n_trials,
-            )
+        if study.trials:
+            log.info("Study %r in %s: %d trials already, adding %d",
+                     self.study_name, self.storage, len(study.trials), self.n_trials)  # fmt: skip
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         returns: list[Any] = []
+        state = optuna.trial.TrialState
         while len(returns) < self.n_trials:
-            batch = [
-                study.ask(space) for _ in range(min(self.n_jobs, self.n_trials - len(returns)))
-            ]
+            size = min(self.n_jobs, self.n_trials - len(returns))
+            batch = [ask(study, space, self._sampler) for _ in range(size)]
             overrides = [
                 [*fixed, *(f"{k}={v}" for k, v in t.params.items()), f"++{TRIAL_KEY}={t.number}"]
                 for t in batch
@@ -192,18 +172,16 @@ class OptunaSweeper(Sweeper):
             try:
                 self.validate_batch_is_legal(overrides)
                 launched = self.launcher.launch(overrides, initial_job_idx=len(returns))
-            except BaseException:
-                for trial in batch:  # not left RUNNING in a saved study
-                    study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            except BaseException:  # a signal, a dead worker: not left RUNNING in a saved study
+                for trial in batch:
+                    study.tell(trial, state=state.FAIL)
                 raise
             for trial, ret in zip(batch, launched, strict=True):
-                state, value = job_outcome(ret.hydra_cfg.hydra.runtime.output_dir, self.metric)
-                if state == "ok":
+                outcome, value = job_outcome(ret.hydra_cfg.hydra.runtime.output_dir, self.metric)
+                if outcome == "ok":
                     study.tell(trial, value)
-                elif state == "pruned":
-                    study.tell(trial, state=optuna.trial.TrialState.PRUNED)
                 else:
-                    study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                    study.tell(trial, state=state.PRUNED if outcome == "pruned" else state.FAIL)
             returns.extend(launched)
         self._save_results(study, sweep_dir)
         return returns
@@ -211,7 +189,6 @@ class OptunaSweeper(Sweeper):
     def _save_results(self, study: Any, sweep_dir: Path) -> None:
         from optuna.trial import TrialState
 
-        done = [t for t in study.trials if t.state == TrialState.COMPLETE]
         results: dict[str, Any] = {
             "name": "optuna",
             "study_name": self.study_name,
@@ -221,17 +198,15 @@ class OptunaSweeper(Sweeper):
             "trials": len(study.trials),
             "pruned": sum(t.state == TrialState.PRUNED for t in study.trials),
         }
-        if done:
-            results |= {
-                "best_trial": study.best_trial.number,
-                "best_params": study.best_params,
-                "best_value": study.best_value,
-            }
-            log.info(
-                "Best trial %d: %s = %.4g with %s",
-                study.best_trial.number,
-                self.metric,
-                study.best_value,
-                study.best_params,
-            )
+        if any(t.state == TrialState.COMPLETE for t in study.trials):
+            best = study.best_trial
+            results |= {"best_trial": best.number, "best_params": best.params,
+                        "best_value": best.value}  # fmt: skip
+            log.info("Best trial %d: %s = %.4g with %s",
+                     best.number, self.metric, best.value, best.params)  # fmt: skip
         OmegaConf.save(OmegaConf.create(results), sweep_dir / RESULTS_FILE)
+
+
+# an editable install hides this package from Hydra's plugin scan: cli/train.py registers
+# OptunaSweeper by hand, and importing this module makes the resume sweeper known with it
+Plugins.instance().register(ResumeSweeper)

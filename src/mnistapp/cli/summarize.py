@@ -1,8 +1,6 @@
-"""Summarise a finished (or interrupted) sweep: ``python -m mnistapp.cli.summarize <sweep_dir>``.
-
-Writes ``summary.csv``, ``summary.md`` and ``summary.png`` into the sweep directory, as the
-end-of-multirun callback does, and prints the table.
-"""
+"""Summarise a finished (or interrupted) sweep: ``python -m mnistapp.cli.summarize <sweep_dir>``
+writes ``summary.csv``, ``.md`` and ``.png`` into it, as the end of a multirun does, and prints
+the table."""
 
 from __future__ import annotations
 

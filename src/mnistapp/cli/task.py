@@ -1,36 +1,32 @@
 """What every entry point shares: run a task into ``metrics.json``, and one-line user errors.
 
-:func:`run_task` is the task wrapper of train, eval, predict and export: it checks the config
-(:mod:`mnistapp.cli.validation`), runs the task, writes its record (also when it fails) and
-prints the result table. :func:`run_on_checkpoint` adds the step eval, predict and export share
-before it: restoring ``ckpt_path`` safely. :func:`entry_point` wraps each Hydra ``main`` so that
-Hydra's own errors (an unknown option or key, bad override syntax) are one line too.
-
-A user's mistake is one line on stderr, ``<prog>: error: <what>``, and exit status 2, with no
-traceback; ``HYDRA_FULL_ERROR=1`` shows everything, for developers.
+:func:`run_task` runs train, eval, predict and export: the task, then its record (also when it
+fails; a resume never loses the run's earlier record), then the result table.
+:func:`run_on_checkpoint` restores ``ckpt_path`` safely first. :func:`entry_point` wraps each
+Hydra ``main`` so that Hydra's own errors (an unknown option or key, bad override syntax) and
+the checks of :mod:`mnistapp.cli.schema` are one line: ``<prog>: error: <what>``, exit status 2,
+no traceback; ``HYDRA_FULL_ERROR=1`` shows everything, for developers.
 """
 
 from __future__ import annotations
 
 import difflib
 import functools
+import json
 import logging
 import os
 import shlex
-import signal
 import sys
 import time
-import traceback
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
-from functools import partial
+from collections.abc import Callable, Iterable
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import Any
 
 from omegaconf import DictConfig
 
-from mnistapp.cli.validation import ConfigError, check
-from mnistapp.data.sources import DataSourceError
+from mnistapp.cli.schema import check, is_resume
+from mnistapp.errors import REFUSALS, ConfigError, InputError, fail, outcome
 from mnistapp.reporting.records import format_table, write_metrics
 from mnistapp.runtime import (
     is_multirun,
@@ -40,63 +36,33 @@ from mnistapp.runtime import (
     stop_on_signals,
     stopped_by,
 )
-from mnistapp.training import DivergedError
-
-if TYPE_CHECKING:
-    from mnistapp.training.checkpoints import Restored
 
 log = logging.getLogger(__name__)
 
-# False until a task starts: an OSError before that is Hydra failing to make the run folder.
-_tasks_started = False
-
-
-def fail(prog: str, message: object) -> NoReturn:
-    """Print ``<prog>: error: <message>`` on stderr and exit with status 2."""
-    print(f"{prog}: error: {message}", file=sys.stderr, flush=True)
-    raise SystemExit(2)
-
-
-@contextmanager
-def user_errors(prog: str, *errors: type[Exception]) -> Iterator[None]:
-    """Turn ``errors`` (a user's mistake, not a bug) into one line on stderr and exit status 2."""
-    try:
-        yield
-    except errors as err:
-        fail(prog, err)
+# how far a record got: a resume replaces the run's record only by one at least as far
+PROGRESS = {"failed": 0, "diverged": 1, "interrupted": 2, "pruned": 3, "ok": 3}
 
 
 def entry_point(prog: str, hydra_main: Callable[[], Any]) -> Callable[[], Any]:
-    """``hydra_main`` (a ``@hydra.main`` function) with Hydra's own errors as one line.
-
-    With ``HYDRA_FULL_ERROR=1`` Hydra raises its errors instead of printing a screen of them, so
-    they are caught here and shortened; a developer who set it sees them whole.
-    """
+    """``hydra_main`` (a ``@hydra.main`` function) with Hydra's own errors as one line."""
     from hydra.errors import ConfigCompositionException, OverrideParseException
 
     @functools.wraps(hydra_main)
     def main() -> Any:
         register_resolvers()
         developer = os.environ.get("HYDRA_FULL_ERROR") == "1"
+        # Without it Hydra prints a screen of each error and exits 1; with it they reach us.
         os.environ["HYDRA_FULL_ERROR"] = "1"
         try:
             return hydra_main()
-        except (ConfigCompositionException, OverrideParseException) as err:
+        except (ConfigCompositionException, OverrideParseException, ConfigError) as err:
             if developer:
                 raise
-            fail(prog, hydra_error_message(err))
-        except ConfigError as err:  # raised outside a task: by the sweeper, checking its settings
-            if developer:
+            fail(prog, err if isinstance(err, ConfigError) else hydra_error_message(err))
+        except ValueError as err:  # Hydra's override parser reads a 5,000-digit number
+            if developer or "integer string conversion" not in str(err):
                 raise
-            fail(prog, err)
-        except OSError as err:
-            if developer or _tasks_started:
-                raise
-            # Hydra could not make or write the run folder: before any task, nothing else writes
-            fail(
-                prog,
-                f"cannot write the run folder {err.filename}: {err.strerror} (see paths.log_dir)",
-            )
+            fail(prog, f"a number on the command line is too long: {str(err).split(';')[0]}")
 
     return main
 
@@ -123,7 +89,7 @@ def hydra_error_message(err: Exception) -> str:
     lines = [line for line in str(err).splitlines() if line.strip()]
     if isinstance(err, OverrideParseException):
         lines = lines[:2]  # what failed, and the parser's reason; not the docs link
-    return ": ".join(line.strip().rstrip(".") for line in lines[:2])
+    return ": ".join(line.strip().rstrip(".") for line in lines[:2])[:500]
 
 
 def _did_you_mean(word: str, options: Iterable[str]) -> str:
@@ -131,82 +97,61 @@ def _did_you_mean(word: str, options: Iterable[str]) -> str:
     return f" (did you mean {close[0]}?)" if close else ""
 
 
-def refuse_bad_config(prog: str, cfg: DictConfig) -> None:
-    """Check ``cfg``; on a bad value exit 2 with one line and remove the run folder just made.
-
-    In a multirun the error is raised instead, so the job is recorded as failed and the sweep
-    goes on.
-    """
-    try:
-        check(prog, cfg)
-    except ConfigError as err:
-        if is_multirun():
-            raise
-        _refuse(prog, Path(cfg.paths.output_dir), err)
-
-
-def _refuse(prog: str, run_dir: Path, err: ConfigError) -> NoReturn:
-    """Remove what Hydra wrote into the refused run's folder (and nothing else), then fail."""
-    for name in ("config.yaml", "hydra.yaml", "overrides.yaml"):
-        (run_dir / ".hydra" / name).unlink(missing_ok=True)
-    for log_file in run_dir.glob("*.log"):
-        log_file.unlink()
-    for folder in (run_dir / ".hydra", run_dir, run_dir.parent):
-        try:
-            folder.rmdir()  # only when empty: anything else there is not ours to delete
-        except OSError:
-            break
-    fail(prog, err)
-
-
 def run_task(
     task: Callable[[DictConfig], dict[str, Any]], cfg: DictConfig, summary_keys: tuple[str, ...]
 ) -> dict[str, Any]:
     """Run ``task``, then write its record to ``metrics.json`` and print the result table.
 
-    A failure is written too (status ``failed``, or ``diverged`` for a loss that blew up, with
-    the error), so sweep summaries can list it. In a multirun it is logged and returned instead
-    of raised, so the other jobs still run.
+    A failure is written too (its status from :data:`mnistapp.errors.OUTCOMES`, with the error),
+    so sweep summaries can list it; in a multirun it is returned instead of raised, so the other
+    jobs still run. A refusal (a bad setting, checkpoint or input) in a new run removes the run
+    folder Hydra made instead.
     """
-    global _tasks_started
-    _tasks_started = True
     run_dir = Path(cfg.paths.output_dir)
     prog = str(cfg.get("task_name", "run"))
-    start = time.perf_counter()
+    resume = is_resume(run_dir, cfg.get("ckpt_path"))
+    started, start = datetime.now(timezone.utc).isoformat(timespec="seconds"), time.perf_counter()
+    record: dict[str, Any] = {"started": started}
+    if resume:
+        record["resumed_from"] = str(cfg.ckpt_path)
     try:
-        refuse_bad_config(prog, cfg)
+        if is_multirun():  # a single run was checked before its folder existed (schema.Preflight)
+            check(cfg)
         _one_console()
         with stop_on_signals():
-            record = {"status": "ok", **task(cfg)}
-    except ConfigError as err:  # in a multirun, or found while building (layers that do not fit)
-        if not is_multirun():
-            _refuse(prog, run_dir, err)
-        record = {"status": "failed", "error": f"ConfigError: {err}"}
-        log.error("Run refused: %s", err)
-    except DataSourceError as err:  # the data is missing or corrupt: the user's to fix
-        record = {"status": "failed", "error": f"DataSourceError: {err}"}
-        log.error("Run failed: %s", err)
-        if not is_multirun():
-            _save(run_dir, record, start)
-            fail(prog, err)
-    except DivergedError as err:
-        record = {"status": "diverged", "error": str(err)}
-        log.error("Run stopped: %s", err)
-        if not is_multirun():
-            _save(run_dir, record, start)
-            print(f"{prog}: {err}", file=sys.stderr, flush=True)
-            raise SystemExit(1) from None
-    except Exception as err:
-        record = {"status": "failed", "error": f"{type(err).__name__}: {err}"}
-        log.error("Run failed: %s\n%s", record["error"], traceback.format_exc())
-        if not is_multirun():
-            _save(run_dir, record, start)
-            raise
+            record |= {"status": "ok", **task(cfg)}
     except (KeyboardInterrupt, SystemExit):
         signum = stopped_by()
         if signum is None:
             raise
-        _stop(prog, run_dir, start, signum)
+        record |= {"status": "interrupted", "error": f"stopped by {signum.name}"}
+        message = f"{prog}: interrupted by {signum.name}"
+        last = run_dir / "checkpoints" / "last.ckpt"
+        if last.is_file():  # goes on in this folder, exactly (cli.train.expand_resume)
+            record["resume"] = shlex.join(["python", "train.py", f"resume={run_dir}"])
+            message += f"; saved {last}\nResume with: {record['resume']}"
+        _save(run_dir, record, start)
+        print(message, file=sys.stderr, flush=True)
+        raise SystemExit(128 + signum) from None
+    except Exception as err:
+        status, code = outcome(err) or ("failed", 1)
+        error = str(err) if status == "diverged" else f"{type(err).__name__}: {err}"
+        record |= {"status": status, "error": error}
+        log.error("Run %s: %s", status, error, exc_info=outcome(err) is None)
+        if is_multirun():
+            _save(run_dir, record, start)
+            return record
+        if not (
+            isinstance(err, REFUSALS)
+            and not resume
+            and _remove_run_folder(run_dir, Path(cfg.paths.log_dir).absolute())
+        ):
+            _save(run_dir, record, start)
+        if outcome(err) is None:
+            raise
+        if is_rank_zero():  # one line, not one per DDP rank
+            print(f"{prog}: {'error: ' if code == 2 else ''}{err}", file=sys.stderr, flush=True)
+        raise SystemExit(code) from None
     _save(run_dir, record, start)
     if is_rank_zero() and record["status"] == "ok":
         table = {k: record.get(k) for k in summary_keys} | {"run dir": str(run_dir)}
@@ -219,34 +164,42 @@ def run_on_checkpoint(
     task: Callable[..., dict[str, Any]],
     cfg: DictConfig,
     summary_keys: tuple[str, ...],
-    prepare: Callable[[DictConfig, Restored], dict[str, Any]] | None = None,
+    prepare: Callable[[DictConfig, Any], dict[str, Any]] | None = None,
     errors: tuple[type[Exception], ...] = (),
 ) -> dict[str, Any]:
-    """Restore ``cfg.ckpt_path`` (``model=`` asserts the architecture), then ``run_task``.
+    """``run_task`` of ``task(cfg, restored=..., **prepare(cfg, restored))``, where ``restored``
+    is ``cfg.ckpt_path`` (``model=`` asserts the architecture). A bad checkpoint, and ``errors``
+    raised by ``prepare`` (checking the user's inputs), are one-line refusals."""
 
-    ``task`` is called as ``task(cfg, restored=..., **prepare(cfg, restored))``. A bad checkpoint,
-    and ``errors`` raised by ``prepare`` (checking the user's inputs), are one-line errors.
-    """
-    from mnistapp.training.checkpoints import CheckpointError, restore
+    def restore_then_run(cfg: DictConfig) -> dict[str, Any]:
+        from mnistapp.training.checkpoints import restore
 
-    refuse_bad_config(prog, cfg)
-    with user_errors(prog, CheckpointError, *errors):
         restored = restore(cfg.get("ckpt_path"), cfg.get("model"))
-        extra = prepare(cfg, restored) if prepare else {}
-    return run_task(partial(task, restored=restored, **extra), cfg, summary_keys)
+        try:
+            extra = prepare(cfg, restored) if prepare else {}
+        except errors as err:
+            raise InputError(str(err)) from None
+        return task(cfg, restored=restored, **extra)
+
+    return run_task(restore_then_run, cfg, summary_keys)
 
 
-def _stop(prog: str, run_dir: Path, start: float, signum: signal.Signals) -> NoReturn:
-    """Record an interrupted run, say how to resume it, exit with 128 + the signal's number."""
-    record: dict[str, Any] = {"status": "interrupted", "error": f"stopped by {signum.name}"}
-    last = run_dir / "checkpoints" / "last.ckpt"
-    message = f"{prog}: interrupted by {signum.name}"
-    if last.is_file():  # goes on in this folder, exactly (cli.train.expand_resume)
-        record["resume"] = shlex.join(["python", "train.py", f"resume={run_dir}"])
-        message += f"; saved {last}\nResume with: {record['resume']}"
-    _save(run_dir, record, start)
-    print(message, file=sys.stderr, flush=True)
-    raise SystemExit(128 + signum)
+def _remove_run_folder(run_dir: Path, log_dir: Path) -> bool:
+    """Remove what Hydra wrote into a refused new run's folder, and the folders made for it up
+    to ``log_dir`` (nothing else); False when something else is there."""
+    for name in ("config.yaml", "hydra.yaml", "overrides.yaml"):
+        (run_dir / ".hydra" / name).unlink(missing_ok=True)
+    for log_file in run_dir.glob("*.log"):
+        log_file.unlink()
+    folders = [run_dir / ".hydra", run_dir, *run_dir.parents]
+    for folder in folders[: folders.index(log_dir) if log_dir in folders else 3]:
+        try:
+            folder.rmdir()  # only when empty: anything else there is not ours to delete
+        except FileNotFoundError:
+            continue
+        except OSError:
+            return folder not in (run_dir, run_dir / ".hydra")
+    return True
 
 
 def _one_console() -> None:
@@ -261,8 +214,24 @@ def _one_console() -> None:
 
 
 def _save(run_dir: Path, record: dict[str, Any], start: float) -> None:
-    record["wall_time_s"] = round(time.perf_counter() - start, 2)
-    record["run_dir"] = str(run_dir)
+    """Write ``record``; into a run that has one already (a resume), only when it got at least as
+    far and has every figure of the earlier one: otherwise keep that, noting this try in
+    ``resumes``."""
+    record |= {"wall_time_s": round(time.perf_counter() - start, 2), "run_dir": str(run_dir)}
     record["provenance"] = provenance()
-    if is_rank_zero():
-        write_metrics(run_dir, record)
+    if not is_rank_zero():
+        return
+    try:
+        earlier = json.loads((run_dir / "metrics.json").read_text())
+    except (OSError, ValueError):
+        earlier = None
+    if isinstance(earlier, dict) and "status" in earlier:
+        figures = {k for k, v in earlier.items() if "/" in k and v is not None}
+        this_try = {k: record.get(k) for k in ("started", "status", "error", "resumed_from")}
+        resumes = [*earlier.get("resumes", []), this_try]
+        further = PROGRESS.get(record["status"], 0) >= PROGRESS.get(earlier["status"], 0)
+        started = earlier.get("started", record["started"])
+        if not (further and figures <= record.keys()):
+            record = earlier
+        record |= {"started": started, "resumes": resumes}
+    write_metrics(run_dir, record)

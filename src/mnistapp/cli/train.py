@@ -5,18 +5,22 @@ torch and Lightning are imported inside :func:`train`, so ``--help`` and ``--cfg
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+import re
 import sys
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from mnistapp.cli.task import entry_point, run_task
+from mnistapp.cli.task import entry_point, fail, run_task
+from mnistapp.errors import CheckpointError, ConfigError
 from mnistapp.reporting.records import scalar_metrics
 
 log = logging.getLogger(__name__)
@@ -32,6 +36,10 @@ RESULT_KEYS = (
     "epoch_time_s",
     "best_ckpt",
 )
+# the keys of a scheduler config that are Lightning's (its lr_scheduler dict), not the scheduler's
+LIGHTNING_SCHEDULER_KEYS = ("interval", "frequency", "monitor", "strict", "name")
+# an override a resume replays: the plain value of a setting or a group's option; never `+`/`~`
+REPLAYABLE = re.compile(r"[A-Za-z]\w*([./][A-Za-z]\w*)*=")
 
 
 def _instantiate_all(nodes: DictConfig | None) -> list[Any]:
@@ -81,49 +89,73 @@ def build(cfg: DictConfig, model_name: str | None = None) -> Run:
     module = Classifier(
         net,
         optimizer=instantiate(cfg.optimizer),
-        scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
+        scheduler=_scheduler(cfg.get("scheduler")),
         num_classes=cfg.data.num_classes,
         class_names=datamodule.class_names,
         net_config=OmegaConf.to_container(cfg.model, resolve=True),
         model_name=model_name,
         max_loss=cfg.max_loss,
         channels_last=cfg.get("channels_last", False),
+        compile=cfg.get("compile", False),
     )
     loggers = _instantiate_all(cfg.get("logger"))
     callbacks = _instantiate_all(cfg.get("callbacks"))
     if not loggers:
         # LearningRateMonitor refuses a logger-less trainer (W&B off, or a DDP rank other than 0)
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainer: L.Trainer = build_group("trainer", cfg.trainer, callbacks, logger=loggers or False)
     info = {"model": model_name, "params_trainable": trainable, "params_total": total}
-    config = OmegaConf.to_container(cfg, resolve=True)
+    # without Hydra's own node: a config composed in-process (tests.helpers.compose) holds it
+    config = OmegaConf.to_container(
+        OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True
+    )
     for logger in trainer.loggers:
         logger.log_hyperparams({"config": config, **info, "provenance": provenance()})
     return Run(datamodule, module, trainer, info)
 
 
-def build_group(group: str, node: DictConfig) -> Any:
-    """Instantiate the ``model=`` or ``data=`` config; a value its class refuses (a knob out of
-    range, an unknown ``data.augment`` key) is a ``ConfigError``: one line, not a traceback."""
-    from hydra.errors import InstantiationException
+def _scheduler(node: DictConfig | None) -> dict[str, Any] | None:
+    """``{"scheduler": <partial>, "interval": ...}`` for the Classifier, from the flat config."""
     from hydra.utils import instantiate
 
-    from mnistapp.cli.validation import ConfigError
+    if not node:
+        return None
+    options = OmegaConf.to_container(node, resolve=True)
+    lightning = {k: options.pop(k) for k in LIGHTNING_SCHEDULER_KEYS if k in options}
+    return {"scheduler": instantiate(options), **lightning}
+
+
+def build_group(group: str, node: DictConfig, callbacks: Any = None, **kwargs: Any) -> Any:
+    """Instantiate the ``model=``, ``data=`` or ``trainer=`` config; a value the class refuses (a
+    knob out of range, a precision Lightning does not know) is a ``ConfigError``: one line."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
 
     try:
-        return instantiate(node)
+        if callbacks is not None:
+            kwargs["callbacks"] = callbacks
+        return instantiate(node, **kwargs)
     except InstantiationException as err:
-        if isinstance(err.__cause__, ValueError | TypeError):
+        if isinstance(err.__cause__, ValueError | TypeError | MisconfigurationException):
             raise ConfigError(f"{group}: {err.__cause__}") from None
         raise
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit the configured model, test its best checkpoint and return the run's figures."""
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    from mnistapp.training.checkpoints import restore
     from mnistapp.training.ddp import ddp_runs_this_job
 
+    if cfg.get("ckpt_path"):  # a bad file, or another architecture: one line, before any fit
+        restore(cfg.ckpt_path, cfg.model)
     with ddp_runs_this_job():
-        return fit_and_test(cfg, build(cfg))
+        try:
+            return fit_and_test(cfg, build(cfg))
+        except MisconfigurationException as err:  # e.g. limit_val_batches=0.1 of one batch
+            raise ConfigError(f"trainer: {err}") from None
 
 
 def fit_and_test(cfg: DictConfig, run: Run) -> dict[str, Any]:
@@ -148,8 +180,11 @@ def fit_and_test(cfg: DictConfig, run: Run) -> dict[str, Any]:
         "precision": str(trainer.precision),
     }
     record.update(scalar_metrics(trainer.callback_metrics))
-    checkpoint = trainer.checkpoint_callback
-    record["best_ckpt"] = checkpoint.best_model_path if checkpoint else None
+    # trainer.checkpoint_callback may be the interrupt checkpoint, which keeps no best
+    best = [
+        c.best_model_path for c in trainer.checkpoint_callbacks if hasattr(c, "best_model_path")
+    ]
+    record["best_ckpt"] = best[0] if best else None
     pruning = find_callback(trainer, OptunaPruning)
     if pruning is not None and pruning.pruned_at is not None:
         # an Optuna trial stopped as unpromising: recorded as such, and not tested
@@ -185,35 +220,51 @@ def hydra_main(cfg: DictConfig) -> float | None:
 
 
 def expand_resume(argv: list[str]) -> list[str]:
-    """``resume=<run dir>|latest``: that run's own overrides, in its folder, from its last.ckpt.
+    """``resume=<run dir>|latest``: that run's own overrides, in its folder, from its newest
+    checkpoint that loads.
 
-    Only ``trainer.max_epochs`` may be given anew (to train longer); any other override that
-    differs from the run's would make it another run, and is refused. ``latest`` is the newest
-    single run under ``paths.log_dir`` (``outputs``) that has a ``last.ckpt``.
+    Hydra composes from the command line and has no hook that adds overrides before it, so the
+    run's overrides are put back on it (``sys.argv``) here. Only plain values of settings and
+    group options are replayed (Hydra refuses a key the config lacks): a run folder is data, and
+    an override that could run code (``_target_``, ``+``-added or ``~``-deleted nodes, ``hydra.*``)
+    is refused. Only ``trainer.max_epochs`` may be given anew (to train longer). ``latest`` is
+    the single run under ``paths.log_dir`` that started last, by its own record.
     """
     import yaml
 
-    from mnistapp.cli.validation import ConfigError
-
-    asked = [a for a in argv if a.split("=", 1)[0] == "resume"]
+    asked = [a for a in argv if a.startswith("resume=")]
     if not asked:
         return argv
     others = [a for a in argv if a not in asked]
     where = asked[-1].split("=", 1)[1]
     if where == "latest":
         log_dir = next((a.split("=", 1)[1] for a in others if a.startswith("paths.log_dir=")), None)
-        candidates = sorted(Path(log_dir or "outputs").glob("*/*/checkpoints/last.ckpt"))
-        if not candidates:
-            raise ConfigError(f"resume=latest: no run with a last.ckpt in {log_dir or 'outputs'}")
-        run_dir = candidates[-1].parent.parent
+        run_dir = _latest_run(Path(log_dir or "outputs"))
     else:
         run_dir = Path(where).expanduser()
-    saved, last = run_dir / ".hydra" / "overrides.yaml", run_dir / "checkpoints" / "last.ckpt"
-    if not saved.is_file() or not last.is_file():
+    saved = run_dir / ".hydra" / "overrides.yaml"
+    if not saved.is_file() or not list(run_dir.glob("checkpoints/*.ckpt")):
         raise ConfigError(
             f"resume={where}: {run_dir} is not a run folder with checkpoints/last.ckpt"
         )
-    original = [str(o) for o in yaml.safe_load(saved.read_text()) or []]
+    try:
+        original = yaml.safe_load(saved.read_text()) or []
+    except yaml.YAMLError as err:
+        raise ConfigError(f"resume: {saved} is not YAML ({str(err).splitlines()[0]})") from None
+    if not isinstance(original, list) or not all(isinstance(o, str) for o in original):
+        raise ConfigError(f"resume: {saved} is not a list of overrides")
+    # ckpt_path and hydra.run.dir are what an earlier resume set: this one sets its own
+    original = [o for o in original if not o.startswith(("ckpt_path=", "hydra.run.dir="))]
+    untrusted = [
+        o
+        for o in original
+        if not REPLAYABLE.match(o) or "_target_" in o or o.startswith(("hydra.", "hydra/"))
+    ]
+    if untrusted:
+        raise ConfigError(
+            f"resume: {saved} holds overrides a resume does not replay (only values of known "
+            f"settings): {' '.join(untrusted)}"
+        )
     grow = [o for o in others if o.startswith("trainer.max_epochs=")]
     for override in others:
         if override not in original and override not in grow:
@@ -221,20 +272,56 @@ def expand_resume(argv: list[str]) -> list[str]:
                 f"resume: {override} would make it another run than {run_dir} "
                 "(only trainer.max_epochs may change)"
             )
-    kept = [o for o in original if not o.startswith(("ckpt_path=", "trainer.max_epochs="))]
+    kept = [o for o in original if not o.startswith("trainer.max_epochs=")]
     if not grow:
         grow = [o for o in original if o.startswith("trainer.max_epochs=")]
-    return [*kept, *grow, f"ckpt_path={last}", f"hydra.run.dir={run_dir}"]
+    return [*kept, *grow, f"ckpt_path={_loadable(run_dir)}", f"hydra.run.dir={run_dir}"]
+
+
+def _latest_run(log_dir: Path) -> Path:
+    """The run with checkpoints that started last: by its ``metrics.json``, or when it has none
+    (killed) by when Hydra wrote its config; never by folder name, and never a time to come."""
+
+    def started(run_dir: Path) -> float:
+        try:
+            record = json.loads((run_dir / "metrics.json").read_text())
+            return datetime.fromisoformat(record["started"]).timestamp()
+        except (OSError, ValueError, KeyError, TypeError):
+            return (run_dir / ".hydra" / "config.yaml").stat().st_mtime
+
+    runs = {p.parent.parent for p in log_dir.glob("*/*/checkpoints/*.ckpt")}
+    times = {run: started(run) for run in runs if (run / ".hydra" / "config.yaml").is_file()}
+    times = {run: t for run, t in times.items() if t <= time.time() + 60}
+    if not times:
+        raise ConfigError(f"resume=latest: no run with a last.ckpt in {log_dir}")
+    return max(times, key=times.__getitem__)
+
+
+def _loadable(run_dir: Path) -> Path:
+    """The newest checkpoint of ``run_dir`` that loads; saying so when it is not the newest."""
+    from mnistapp.training.checkpoints import load_checkpoint
+
+    newest_first = sorted(
+        run_dir.glob("checkpoints/*.ckpt"), key=lambda p: p.stat().st_mtime, reverse=True
+    )
+    problems = []
+    for ckpt in newest_first:
+        try:
+            load_checkpoint(ckpt)
+        except CheckpointError as err:
+            problems.append(str(err))
+            continue
+        if problems:
+            print(f"train: {problems[0]}; resuming from {ckpt}", file=sys.stderr, flush=True)
+        return ckpt
+    raise CheckpointError(f"no checkpoint of {run_dir} loads: {problems[0]}")
 
 
 def _main() -> Any:
     """``python train.py``: ``resume=`` expanded, then the Hydra main."""
-    from mnistapp.cli.task import fail
-    from mnistapp.cli.validation import ConfigError
-
     try:
         sys.argv[1:] = expand_resume(sys.argv[1:])
-    except ConfigError as err:
+    except (ConfigError, CheckpointError) as err:
         fail("train", err)
     _register_sweeper()
     return hydra_main()

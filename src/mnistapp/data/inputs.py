@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from mnistapp.errors import InputError
+
 if TYPE_CHECKING:
     from PIL import Image
 
@@ -26,10 +28,6 @@ log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 SIZE, BOX = 28, 20  # MNIST: a 20x20 digit box centred by mass in a 28x28 field
 INK = 0.1  # pixels above this share of the full range count as the digit (ignores faint noise)
-
-
-class InputError(ValueError):
-    """An input file could not be read as digits (reported, then skipped)."""
 
 
 def _is_idx(path: Path) -> bool:

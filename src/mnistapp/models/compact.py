@@ -12,7 +12,6 @@ from torch import Tensor, nn
 
 from mnistapp.models.base import (
     ZooModel,
-    check_positive,
     make_activation,
 )
 
@@ -32,7 +31,6 @@ class Conv10k(ZooModel):
         **io: int,
     ) -> None:
         super().__init__(activation=activation, **io)
-        check_positive("width", width)
         stack = self.conv_stack()
         stack.conv(width, 7, activation, batch_norm=True, where="the 7x7 conv")
         stack.conv(max(1, width // 2), 5, activation, batch_norm=True, where="the first 5x5 conv")
@@ -75,7 +73,6 @@ class SeparableCNN(ZooModel):
         **io: int,
     ) -> None:
         super().__init__(activation=activation, **io)
-        check_positive("width", width)
         wide = max(1, round(4 * width / 3))
         stack = self.conv_stack()
         for i, channels in enumerate((width, wide, wide), start=1):
@@ -123,7 +120,6 @@ class InceptionCNN(ZooModel):
         **io: int,
     ) -> None:
         super().__init__(activation=activation, **io)
-        check_positive("width", width)
         inception = InceptionBlock(self.in_channels, {1: width, 3: 2 * width, 5: width})
         stack = self.conv_stack()
         stack.add(

@@ -8,7 +8,6 @@ from mnistapp.models.base import (
     POOLS,
     ZooModel,
     check_choice,
-    check_positive,
     make_activation,
     scaled,
 )
@@ -31,7 +30,6 @@ class LeNet5(ZooModel):
         **io: int,
     ) -> None:
         super().__init__(activation=activation, **io)
-        check_positive("width", width)
         check_choice("pool", pool, tuple(POOLS))
         c3, c5, f6 = scaled(16, width, 6), scaled(120, width, 6), scaled(84, width, 6)
         stack = self.conv_stack()

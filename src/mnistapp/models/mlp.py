@@ -9,7 +9,6 @@ from torch import nn
 from mnistapp.models.base import (
     ZooModel,
     check_positive,
-    check_probability,
     dropout_layers,
     make_activation,
 )
@@ -39,9 +38,6 @@ class MLP(ZooModel):
         **io: int,
     ) -> None:
         super().__init__(activation=activation, **io)
-        check_positive("width", width)
-        check_positive("depth", depth)
-        check_probability("dropout", dropout)
         if init not in ("torch", "keras"):
             raise ValueError(f"init must be torch or keras, got {init!r}")
         sizes = [width] * depth if hidden is None else list(hidden)

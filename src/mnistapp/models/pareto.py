@@ -42,7 +42,6 @@ class SeparableNet(ZooModel):
         **io: int,
     ) -> None:
         super().__init__(activation=activation, **io)
-        check_positive("width", width)
         check_positive("stem", stem)
         check_positive("blocks", blocks)
         if not channels:

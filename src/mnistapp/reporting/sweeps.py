@@ -1,24 +1,24 @@
 """Sweep summaries: one row per job of a Hydra multirun, as CSV, Markdown and a chart.
 
-:class:`SweepSummary` is the Hydra callback (``conf/hydra/default.yaml``) that writes them at
-the end of every multirun; ``python -m mnistapp.cli.summarize <sweep_dir>`` does the same later.
-Everything is read back from the sweep directory (each job's ``.hydra/hydra.yaml`` and
-``metrics.json``), so it works the same whichever launcher ran the jobs, in whichever process.
-
-Only the standard library, PyYAML and Hydra are imported here: Hydra instantiates the callback
-in every run, and ``--help`` must stay fast. matplotlib is imported when the chart is drawn.
+Written by the Hydra callback :class:`SweepSummary` (``conf/hydra/default.yaml``) when a multirun
+ends or a signal stops it, or later by ``python -m mnistapp.cli.summarize``. All is read back from
+the sweep folder (``multirun.yaml``, each job's ``.hydra/`` and ``metrics.json``), so any launcher
+will do. Light imports: Hydra instantiates the callback in every run; matplotlib only to draw.
 """
 
 from __future__ import annotations
 
+import atexit
 import csv
 import io
+import itertools
 import json
 import logging
 import math
+import shlex
 import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from mnistapp.reporting.records import METRICS_FILE, format_value, read_metrics
+from mnistapp.runtime import stopped_by
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +61,11 @@ class Job:
     path: Path
 
     @property
-    def ok(self) -> bool:
-        return self.record.get("status") == "ok"
+    def status(self) -> str:
+        """``ok``, ``pruned`` (an Optuna trial stopped as unpromising), ``interrupted`` (stopped
+        by a signal, or never started) or ``failed`` (anything else)."""
+        status = self.record.get("status")
+        return status if status in ("ok", "pruned", "interrupted") else "failed"
 
 
 @dataclass
@@ -71,18 +75,12 @@ class Summary:
     sweep_dir: Path
     jobs: list[Job]
     varying: list[str]
-    fixed: dict[str, str] = field(default_factory=dict)
+    fixed: dict[str, str]
     best: Job | None = None
     best_note: str = ""
 
-    @property
-    def pruned(self) -> list[Job]:
-        """Optuna trials stopped early as unpromising: by design, not failures."""
-        return [job for job in self.jobs if job.record.get("status") == "pruned"]
-
-    @property
-    def failed(self) -> list[Job]:
-        return [job for job in self.jobs if not job.ok and job not in self.pruned]
+    def having(self, status: str) -> list[Job]:
+        return [job for job in self.jobs if job.status == status]
 
     def label(self, job: Job, keys: Sequence[str] | None = None, sep: str = " ") -> str:
         """``key=value`` for the varying overrides of ``job`` (floats shortened)."""
@@ -99,10 +97,32 @@ def _short(value: str) -> str:
     return value if number.is_integer() or not math.isfinite(number) else f"{number:.4g}"
 
 
-def _split(override: str) -> tuple[str, str]:
-    """``+repeat=2`` -> ``("repeat", "2")``; Hydra keys never contain ``=``."""
-    key, _, value = override.partition("=")
-    return key.lstrip("+~"), value
+def _overrides(task: Sequence[str]) -> dict[str, str]:
+    """``["+repeat=2"]`` -> ``{"repeat": "2"}``; Hydra keys never contain ``=``."""
+    pairs = (str(o).partition("=")[::2] for o in task)
+    # ckpt_path is no choice: hydra/sweeper=resume adds it for an interrupted job's last.ckpt
+    return {k.lstrip("+~"): v for k, v in pairs if k != "ckpt_path"}
+
+
+def expand(arguments: Sequence[str]) -> list[list[str]]:
+    """Each job's overrides, in job-number order, as Hydra's basic sweeper makes them from
+    ``arguments`` (``model.width=8,16 seed=1,2``: every combination, the last key fastest)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    choices = [
+        [f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()]
+        if o.is_sweep_override()
+        else [f"{o.get_key_element()}={o.get_value_element_as_str()}"]
+        for o in OverridesParser.create().parse_overrides(list(arguments))
+    ]
+    return [list(job) for job in itertools.product(*choices)]
+
+
+def _launched(sweep_dir: Path) -> dict[str, Any] | None:
+    """The config a basic sweep was launched with (its ``multirun.yaml``), None for another."""
+    path = sweep_dir / "multirun.yaml"
+    hydra = yaml.safe_load(path.read_text())["hydra"] if path.is_file() else {}
+    return hydra if "BasicSweeper" in str(hydra.get("sweeper", {}).get("_target_")) else None
 
 
 def _read_job(job_dir: Path) -> Job | None:
@@ -110,7 +130,6 @@ def _read_job(job_dir: Path) -> Job | None:
     hydra_cfg = yaml.safe_load((job_dir / ".hydra" / "hydra.yaml").read_text())["hydra"]
     if hydra_cfg.get("mode") != "MULTIRUN":
         return None
-    overrides = dict(_split(o) for o in hydra_cfg["overrides"]["task"])
     try:
         record = read_metrics(job_dir)
     except FileNotFoundError:
@@ -118,6 +137,7 @@ def _read_job(job_dir: Path) -> Job | None:
         record = {"status": "failed", "error": f"no {METRICS_FILE}: the job did not finish"}
     except json.JSONDecodeError as err:
         record = {"status": "failed", "error": f"unreadable {METRICS_FILE}: {err}"}
+    overrides = _overrides(hydra_cfg["overrides"]["task"])
     return Job(int(hydra_cfg["job"]["num"]), overrides, record, job_dir)
 
 
@@ -140,34 +160,53 @@ def collect_jobs(sweep_dir: str | Path) -> list[Job]:
 
 
 def summarize(sweep_dir: str | Path) -> Summary:
-    """Read a sweep's jobs and find what varies and which job is best."""
+    """Read a sweep's jobs (the planned ones that never started as ``interrupted``) and find
+    what varies and which job is best."""
     sweep_dir = Path(sweep_dir)
     jobs = collect_jobs(sweep_dir)
+    if launched := _launched(sweep_dir):
+        done = {job.num for job in jobs}
+        jobs += [
+            Job(num, _overrides(task), {"status": "interrupted", "error": "not started"},
+                sweep_dir / str(num))
+            for num, task in enumerate(expand(launched["overrides"]["task"]))
+            if num not in done
+        ]  # fmt: skip
+        jobs.sort(key=lambda job: job.num)
     keys = list(dict.fromkeys(k for job in jobs for k in job.overrides))
-    values = {k: {job.overrides.get(k) for job in jobs} for k in keys}
-    varying = [k for k in keys if len(values[k]) > 1]
+    varying = [k for k in keys if len({job.overrides.get(k) for job in jobs}) > 1]
     fixed = {k: jobs[0].overrides[k] for k in keys if k not in varying}
     summary = Summary(sweep_dir, jobs, varying, fixed)
     summary.best, summary.best_note = _best(summary)
     return summary
 
 
+def resume_command(summary: Summary) -> str | None:
+    """One command that runs a basic sweep's interrupted jobs again, each in its own folder
+    (``hydra/sweeper=resume``); None when none was interrupted or another sweeper ran it."""
+    launched = _launched(summary.sweep_dir)
+    if not launched or not summary.having("interrupted"):
+        return None
+    hydra = [o for o in launched["overrides"]["hydra"] if not o.startswith("hydra.mode=")]
+    return shlex.join(
+        ["python", "train.py", "-m", *launched["overrides"]["task"], *hydra]
+        + [f"hydra.sweep.dir={summary.sweep_dir}", "hydra/sweeper=resume"]
+    )
+
+
 def _best(summary: Summary) -> tuple[Job | None, str]:
     """The Optuna sweeper's best trial when there is one, else the best ``val/f1_best``."""
     results = summary.sweep_dir / OPTUNA_RESULTS_FILE
-    if results.is_file():
-        optuna = yaml.safe_load(results.read_text()) or {}
-        if "best_params" in optuna:
-            # the sweeper passes each trial's params as `name=value` overrides
-            params = {k: str(v) for k, v in optuna["best_params"].items()}
-            match = [j for j in summary.jobs if params.items() <= j.overrides.items()]
-            note = "Optuna best trial"
-            if _finite(value := optuna.get("best_value")):
-                note += f" (objective {value:.4g})"
-            if not match:
-                note += f" {optuna['best_params']}"
-            return (match[0] if match else None), note
-    scored = [j for j in summary.jobs if j.ok and _finite(j.record.get("val/f1_best"))]
+    optuna = yaml.safe_load(results.read_text()) or {} if results.is_file() else {}
+    if "best_params" in optuna:
+        # the sweeper passes each trial's params as `name=value` overrides
+        params = {k: str(v) for k, v in optuna["best_params"].items()}
+        match = [j for j in summary.jobs if params.items() <= j.overrides.items()]
+        note = "Optuna best trial"
+        if _finite(value := optuna.get("best_value")):
+            note += f" (objective {value:.4g})"
+        return (match[0], note) if match else (None, f"{note} {optuna['best_params']}")
+    scored = [j for j in summary.jobs if j.status == "ok" and _finite(j.record.get("val/f1_best"))]
     if not scored:
         return None, ""
     return max(scored, key=lambda j: j.record["val/f1_best"]), "Best val/f1_best"
@@ -177,25 +216,21 @@ def _finite(value: Any) -> bool:
     return isinstance(value, int | float) and math.isfinite(value)
 
 
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split()).replace("|", "/")
-
-
 def to_csv(summary: Summary) -> str:
     """One row per job: job, one column per varying override, the metrics, status, error."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(["job", *summary.varying, *(k for k, _ in METRIC_COLUMNS), "status", "error"])
-    for job in summary.jobs:
-        writer.writerow(
-            [
-                job.num,
-                *(job.overrides.get(k, "") for k in summary.varying),
-                *(job.record.get(k, "") for k, _ in METRIC_COLUMNS),
-                job.record.get("status", "failed"),
-                job.record.get("error", ""),
-            ]
-        )
+    writer.writerows(
+        [
+            job.num,
+            *(job.overrides.get(k, "") for k in summary.varying),
+            *(job.record.get(k, "") for k, _ in METRIC_COLUMNS),
+            job.record.get("status", "failed"),
+            job.record.get("error", ""),
+        ]
+        for job in summary.jobs
+    )
     return out.getvalue()
 
 
@@ -220,67 +255,61 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
+def _seed_rows(groups: dict[str, list[Job]]) -> list[list[str]]:
+    rows = []
+    for label, jobs in groups.items():
+        done = [job for job in jobs if job.status == "ok"]
+        params = {job.record.get("params_total") for job in done}
+        cells = []
+        for key in AVERAGED:
+            values = [job.record[key] for job in done if _finite(job.record.get(key))]
+            cells.append("{:.4f} ± {:.4f}".format(*mean_std(values)) if values else "")
+        shown = format_value(params.pop()) if len(params) == 1 else ""
+        rows.append([label, f"{len(done)}/{len(jobs)}", shown, *cells])
+    return rows
+
+
 def to_markdown(summary: Summary) -> str:
-    """The summary as Markdown: per-job table, seed groups, best job, failures."""
-    lines = [f"# Sweep summary: {summary.sweep_dir}", ""]
-    ok = len(summary.jobs) - len(summary.failed) - len(summary.pruned)
-    pruned = f", {len(summary.pruned)} pruned" if summary.pruned else ""
-    lines.append(f"{len(summary.jobs)} jobs: {ok} ok{pruned}, {len(summary.failed)} failed.")
+    """The summary as Markdown: per-job table, seed groups, best job, failures, how to resume."""
+    counts = {s: len(summary.having(s)) for s in ("ok", "pruned", "failed", "interrupted")}
+    pruned = f", {counts['pruned']} pruned" if counts["pruned"] else ""
+    stopped = f", {counts['interrupted']} interrupted" if counts["interrupted"] else ""
+    lines = [
+        f"# Sweep summary: {summary.sweep_dir}",
+        "",
+        f"{len(summary.jobs)} jobs: {counts['ok']} ok{pruned}, {counts['failed']} failed{stopped}.",
+    ]
     if summary.fixed:
-        fixed = " ".join(f"{k}={v}" for k, v in summary.fixed.items())
-        lines.append(f"Fixed overrides: `{fixed}`")
+        lines.append(f"Fixed overrides: `{' '.join(f'{k}={v}' for k, v in summary.fixed.items())}`")
     lines.append("")
     headers = ["job", "overrides", *(h for _, h in METRIC_COLUMNS), "status"]
     rows = [
-        [
-            str(job.num),
-            summary.label(job),
-            *(format_value(job.record.get(k)) for k, _ in METRIC_COLUMNS),
-            job.record.get("status", "failed"),
-        ]
+        [str(job.num), summary.label(job)]
+        + [format_value(job.record.get(k)) for k, _ in METRIC_COLUMNS]
+        + [job.record.get("status", "failed")]
         for job in summary.jobs
     ]
     lines += _table(headers, rows)
-
-    groups = replicate_groups(summary)
-    if groups:
-        lines += ["", "## Mean ± std over seeds", ""]
+    if groups := replicate_groups(summary):
         averaged = [h for k, h in METRIC_COLUMNS if k in AVERAGED]
-        headers = ["overrides", "ok runs", "params", *averaged]
-        rows = []
-        for label, jobs in groups.items():
-            done = [job for job in jobs if job.ok]
-            params = {job.record.get("params_total") for job in done}
-            cells = []
-            for key in AVERAGED:
-                values = [job.record[key] for job in done if _finite(job.record.get(key))]
-                mean, std = mean_std(values) if values else (math.nan, math.nan)
-                cells.append(f"{mean:.4f} ± {std:.4f}" if values else "")
-            shown = format_value(params.pop()) if len(params) == 1 else ""
-            rows.append([label, f"{len(done)}/{len(jobs)}", shown, *cells])
-        lines += _table(headers, rows)
-
-    if summary.best_note:
-        lines.append("")
-        if summary.best is None:
-            # a resumed study's best may be a trial of an earlier sweep
-            lines.append(f"**{summary.best_note}**: a trial of an earlier sweep of the study.")
-        else:
-            best = summary.best
-            scores = [f"val F1 {format_value(best.record.get('val/f1_best'))}"]
-            if best.record.get("test/f1") is not None:  # a search does not test its trials
-                scores.append(f"test F1 {format_value(best.record['test/f1'])}")
-            lines.append(
-                f"**{summary.best_note}: job {best.num}** (`{summary.label(best) or '-'}`): "
-                f"{', '.join(scores)}, {best.path}"
-            )
-    if summary.failed:
+        lines += ["", "## Mean ± std over seeds", ""]
+        lines += _table(["overrides", "ok runs", "params", *averaged], _seed_rows(groups))
+    if best := summary.best:
+        scores = [f"val F1 {format_value(best.record.get('val/f1_best'))}"]
+        if best.record.get("test/f1") is not None:  # a search does not test its trials
+            scores.append(f"test F1 {format_value(best.record['test/f1'])}")
+        lines += ["", f"**{summary.best_note}: job {best.num}** (`{summary.label(best) or '-'}`): "
+                  f"{', '.join(scores)}, {best.path}"]  # fmt: skip
+    elif summary.best_note:  # a resumed study's best may be a trial of an earlier sweep
+        lines += ["", f"**{summary.best_note}**: a trial of an earlier sweep of the study."]
+    if summary.having("failed"):
         lines += ["", "## Failed jobs", ""]
-        lines += [
-            f"- job {job.num} (`{summary.label(job) or '-'}`): "
-            f"{_one_line(job.record.get('error', 'unknown error'))}"
-            for job in summary.failed
-        ]
+        for job in summary.having("failed"):
+            error = " ".join(str(job.record.get("error", "unknown error")).split())
+            label = summary.label(job) or "-"
+            lines.append(f"- job {job.num} (`{label}`): {error.replace('|', '/')}")
+    if command := resume_command(summary):
+        lines += ["", f"Resume with: `{command}`"]
     return "\n".join(lines) + "\n"
 
 
@@ -295,11 +324,8 @@ def plot(summary: Summary, path: Path) -> None:
     ax = fig.add_subplot()
     tested = any(_finite(j.record.get("test/f1")) for j in summary.jobs)
     key, name = ("test/f1", "test macro F1") if tested else ("val/f1_best", "best val macro F1")
-    done = [
-        j
-        for j in summary.jobs
-        if j.ok and _finite(j.record.get(key)) and j.record.get("params_total")
-    ]
+    done = [j for j in summary.jobs if j.status == "ok" and _finite(j.record.get(key))]
+    done = [j for j in done if j.record.get("params_total")]
     for job in done:
         x, y = job.record["params_total"], job.record[key]
         ax.scatter(x, y, color="tab:blue", zorder=2)
@@ -314,8 +340,7 @@ def plot(summary: Summary, path: Path) -> None:
         ax.set_xticks(params, [f"{p:,}" for p in params], rotation=30)
         ax.xaxis.set_minor_formatter(NullFormatter())
     ax.margins(x=0.2, y=0.1)
-    ax.set_xlabel("parameters (log scale)")
-    ax.set_ylabel(name)
+    ax.set(xlabel="parameters (log scale)", ylabel=name)
     ax.set_title(f"Parameters vs {name}: {summary.sweep_dir.parent.name}/{summary.sweep_dir.name}")
     ax.grid(True, which="both", alpha=0.3)
     fig.savefig(path, dpi=120)
@@ -343,17 +368,31 @@ class SweepSummary(Callback):
     def __init__(self, fail_on_error: bool = True) -> None:
         self.fail_on_error = fail_on_error
 
-    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        sweep_dir = Path(str(config.hydra.sweep.dir))
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        # A job stopped by a signal exits the process (run_task: 128 + the signal), and Hydra
+        # skips on_multirun_end: summarise at exit then (test_a_sigterm_stopped_sweep_resumes).
+        self.sweep_dir = Path(str(config.hydra.sweep.dir))
+        atexit.register(self._on_signal)
+
+    def _on_signal(self) -> None:
+        if stopped_by() is not None:
+            self._summarize(self.sweep_dir)
+
+    def _summarize(self, sweep_dir: Path) -> Summary | None:
         try:
             summary = write_summary(sweep_dir)
         except NotASweepError as err:  # e.g. every job failed before Hydra created its dir
             log.warning("No sweep summary: %s", err)
-            return
+            return None
         print(to_markdown(summary), end="", flush=True)
         log.info("Sweep summary: %s (.csv, .png)", sweep_dir / "summary.md")
-        if summary.failed and self.fail_on_error:
+        return summary
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        atexit.unregister(self._on_signal)
+        summary = self._summarize(Path(str(config.hydra.sweep.dir)))
+        if summary and summary.having("failed") and self.fail_on_error:
             raise SystemExit(
-                f"{len(summary.failed)} of {len(summary.jobs)} jobs failed: "
-                f"see {sweep_dir / 'summary.md'}"
+                f"{len(summary.having('failed'))} of {len(summary.jobs)} jobs failed: "
+                f"see {summary.sweep_dir / 'summary.md'}"
             )

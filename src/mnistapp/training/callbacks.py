@@ -15,8 +15,9 @@ from typing import Any, TypeVar
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Callback, OnExceptionCheckpoint
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch import nn
 
 log = logging.getLogger(__name__)
@@ -38,50 +39,37 @@ def class_names(trainer: L.Trainer, pl_module: L.LightningModule) -> list[str] |
     return list(names) if names is not None else None
 
 
-class CheckpointOnInterrupt(Callback):
-    """Ctrl-C or SIGTERM while fitting: save ``<dirpath>/last.ckpt`` before the run stops.
+class CheckpointOnInterrupt(OnExceptionCheckpoint):
+    """Lightning's ``OnExceptionCheckpoint`` for interrupts only: Ctrl-C or SIGTERM while fitting.
 
-    Lightning calls ``on_exception`` on its graceful shutdown; only an interrupt is saved (a
-    diverged or failed run's weights are not worth going on from).
+    Any other exception saves nothing: a diverged or failed run's weights are not worth going on
+    from. The file (``filename: last`` in conf/callbacks) is kept after the run, as ``last.ckpt``.
     """
-
-    def __init__(self, dirpath: str | Path) -> None:
-        self.dirpath = Path(dirpath)
 
     def on_exception(
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
     ) -> None:
-        if isinstance(exception, KeyboardInterrupt) and trainer.state.fn == "fit":
-            for checkpoint in trainer.checkpoint_callbacks:
-                _forget_unsaved(checkpoint)
-            path = self.dirpath / "last.ckpt"
-            trainer.save_checkpoint(path)
-            log.warning(
-                "Interrupted at epoch %d, step %d: saved %s",
-                trainer.current_epoch,
-                trainer.global_step,
-                path,
-            )
+        interrupted = isinstance(exception, KeyboardInterrupt | SIGTERMException)
+        if not interrupted or trainer.state.fn != "fit":
+            return
+        # Ctrl-C can land inside ModelCheckpoint's save, after it recorded the new file and
+        # before the file was whole: finish that write (the weights are still those it was
+        # writing), else last.ckpt would name a missing best checkpoint
+        # (tests/test_checkpoints.py::test_ctrl_c_inside_a_checkpoint_write_still_saves_it).
+        for callback in trainer.checkpoint_callbacks:
+            for path in getattr(callback, "best_k_models", {}):
+                if not Path(path).is_file():
+                    trainer.save_checkpoint(path)
+        super().on_exception(trainer)
+        log.warning(
+            "Interrupted at epoch %d, step %d: saved %s",
+            trainer.current_epoch,
+            trainer.global_step,
+            self.ckpt_path,
+        )
 
-
-def _forget_unsaved(checkpoint: Any) -> None:
-    """Drop from a ModelCheckpoint's bookkeeping the files an interrupt kept from being written.
-
-    ModelCheckpoint records a new best path before it writes the file; a stop in between would
-    leave ``last.ckpt`` naming a best checkpoint that does not exist, and the resumed run would
-    fail to test it.
-    """
-    kept = {p: s for p, s in checkpoint.best_k_models.items() if Path(p).is_file()}
-    if len(kept) == len(checkpoint.best_k_models):
-        return
-    checkpoint.best_k_models = kept
-    if checkpoint.best_model_path and not Path(checkpoint.best_model_path).is_file():
-        pick = max if checkpoint.mode == "max" else min
-        best = pick(kept, key=kept.get) if kept else ""
-        checkpoint.best_model_path = best
-        checkpoint.best_model_score = kept.get(best)
-    if checkpoint.kth_best_model_path and checkpoint.kth_best_model_path not in kept:
-        checkpoint.kth_best_model_path = ""
+    def teardown(self, trainer: L.Trainer, *args: Any, **kwargs: Any) -> None:
+        """Keep the file: Lightning's deletes it at the end of every fit and test."""
 
 
 class MisclassifiedDigits(Callback):

@@ -1,4 +1,4 @@
-"""Safe checkpoint loading: tensors and plain containers only, models rebuilt only from the zoo.
+"""Checkpoints written atomically; loaded safely: plain data only, models rebuilt from the zoo.
 
 A checkpoint is a pickle, and unpickling can call any function. ``torch.load(weights_only=True)``
 admits only tensors and primitive containers, which is all our Lightning checkpoints hold (no
@@ -18,17 +18,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.pytorch.plugins import TorchCheckpointIO
 from torch import nn
 
 from mnistapp import models
 from mnistapp.data.transforms import normalize
+from mnistapp.errors import CheckpointError
+from mnistapp.files import atomic_open
 from mnistapp.training.module import Classifier
 
 log = logging.getLogger(__name__)
-
-
-class CheckpointError(ValueError):
-    """A checkpoint is missing, not a checkpoint, unsafe, or does not fit the requested model."""
 
 
 @dataclass
@@ -58,6 +57,25 @@ class Restored:
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 ``[B, H, W]`` → model input ``[B, 1, H, W]``, exactly as in training."""
         return normalize(images, **self.normalization)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint I/O, writing each checkpoint through :func:`files.atomic_open`.
+
+    Lightning's own save stages the file in ``$TMPDIR`` and moves it into place, a copy when
+    that is another filesystem (a tmpfs ``/tmp``): a full disk or a kill then leaves a truncated
+    ``last.ckpt`` (tests/test_checkpoints.py, TMPDIR on a small tmpfs). ``torch.save`` streams
+    into the temp file, so no second copy is held in memory.
+    """
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None
+    ) -> None:
+        """Save ``checkpoint`` to ``path``: the old file stays until the new one is whole."""
+        if storage_options is not None:
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        with atomic_open(Path(path)) as f:
+            torch.save(checkpoint, f)
 
 
 def _describe(err: BaseException) -> str:
@@ -95,6 +113,20 @@ def load_checkpoint(path: str | Path | None) -> dict[str, Any]:
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), Mapping):
         raise CheckpointError(f"{path} is not a Lightning checkpoint (it has no state_dict)")
     return checkpoint
+
+
+def newest_loadable(folder: str | Path) -> tuple[Path, dict[str, Any]] | None:
+    """The newest ``*.ckpt`` in ``folder`` that loads, with its contents; None if none does.
+
+    Newest by modification time; each file that does not load is logged and skipped.
+    """
+    paths = sorted(Path(folder).glob("*.ckpt"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for path in paths:
+        try:
+            return path, load_checkpoint(path)
+        except CheckpointError as err:
+            log.warning("Skipping a checkpoint that does not load: %s", err)
+    return None
 
 
 def build_net(net_config: Mapping[str, Any]) -> nn.Module:

@@ -1,11 +1,9 @@
 """DDP inside a Hydra multirun: each job's child processes run that job, not the whole sweep.
 
-Lightning starts the ranks above 0 by running the command line again (``sys.argv``) with
-``hydra.run.dir`` set. In a multirun that command line is the sweep (``-m model.width=8,16``), so
-each child ran the whole sweep again, into a stray sweep folder of its own. And the variables
-Lightning exports for the children (``LOCAL_RANK``, ``WORLD_SIZE``, ...) stayed in the sweep's
-process, so the next job believed its processes were started by a cluster and launched none; its
-process group, too, stayed open to the finished job's children.
+Lightning starts the ranks above 0 by running the command line again with ``hydra.run.dir`` set:
+in a multirun that is the sweep (or the search), run again into a stray folder. And the variables
+Lightning exports for the children (``LOCAL_RANK``, ...) and its process group stayed in the
+sweep's process, so the next job believed a cluster had started its processes and launched none.
 """
 
 from __future__ import annotations
@@ -19,6 +17,9 @@ from mnistapp.runtime import is_multirun
 
 # Set by Lightning's subprocess launcher in the process that starts the children.
 LAUNCH_VARIABLES = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
+# Lightning has no public hook for the children's command: we replace its private function,
+# checked on the version below (test_ddp_inside_a_search_trains_each_trial_once).
+PATCHED_LIGHTNING = "2.6."
 
 
 def job_command(local_rank: int) -> tuple[Sequence[str], str]:
@@ -39,6 +40,8 @@ def job_command(local_rank: int) -> tuple[Sequence[str], str]:
         f"hydra.job.name=train_ddp_process_{local_rank}",
         # rank 0 already wrote the job's .hydra/ folder
         "hydra.output_subdir=null",
+        # a single run, even when the job's overrides hold `hparams_search=optuna` (a search)
+        "hydra.mode=RUN",
     ]
     return command, get_original_cwd()
 
@@ -53,15 +56,20 @@ def ddp_runs_this_job() -> Iterator[None]:
     if not is_multirun():
         yield
         return
-    from lightning.pytorch.strategies.launchers import subprocess_script
+    import lightning
+    from lightning.pytorch.strategies.launchers import subprocess_script as launcher
 
+    if not lightning.__version__.startswith(PATCHED_LIGHTNING):
+        raise RuntimeError(
+            f"mnistapp.training.ddp replaces Lightning's private _hydra_subprocess_cmd, checked "
+            f"on Lightning {PATCHED_LIGHTNING}x, not {lightning.__version__}: check it, then update"
+        )
     saved = {name: os.environ.get(name) for name in LAUNCH_VARIABLES}
-    lightnings = subprocess_script._hydra_subprocess_cmd
-    subprocess_script._hydra_subprocess_cmd = job_command
+    lightnings, launcher._hydra_subprocess_cmd = launcher._hydra_subprocess_cmd, job_command
     try:
         yield
     finally:
-        subprocess_script._hydra_subprocess_cmd = lightnings
+        launcher._hydra_subprocess_cmd = lightnings
         import torch.distributed as dist
 
         if dist.is_available() and dist.is_initialized():

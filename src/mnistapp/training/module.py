@@ -17,7 +17,7 @@ from torchmetrics.classification import (
     MulticlassF1Score,
 )
 
-from mnistapp.training import DivergedError
+from mnistapp.errors import DivergedError
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,7 @@ class Classifier(L.LightningModule):
         max_loss: float = 1000.0,
         class_names: Sequence[str] | None = None,
         channels_last: bool = False,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         if class_names is not None and len(class_names) != num_classes:
@@ -57,6 +58,8 @@ class Classifier(L.LightningModule):
         # a module's .to(device) and a checkpoint's load keep the layout
         self.channels_last = channels_last
         self.net = net.to(memory_format=torch.channels_last) if channels_last else net
+        if compile:  # compiles forward in place: the state_dict keys (and checkpoints) stay
+            self.net.compile()
         self.optimizer_factory = optimizer
         self.scheduler_config = dict(scheduler or {})
         self.criterion = nn.CrossEntropyLoss()

@@ -1,10 +1,6 @@
-"""Pruning for ``hparams_search=optuna``: a job reports its epochs to the trial it is.
-
-The sweeper (``hydra_plugins.mnistapp_optuna``) launches each trial as an ordinary job with
-``tune.trial=<number>``; this callback finds that trial in the saved study, reports the monitored
-validation metric after every epoch and, when the study's pruner judges the trial unpromising,
-stops training at the end of the epoch. The run then records status ``pruned`` and the sweeper
-tells Optuna so. Jobs are separate processes (or cluster jobs), so this needs a storage they
+"""Pruning for ``hparams_search=optuna``: a job reports its epochs to the trial it is
+(``tune.trial``, set by ``hydra_plugins.mnistapp_optuna``), and stops when the study's pruner
+says so; the run records ``pruned``. Jobs are separate processes, so this needs a storage they
 all reach: the preset's sqlite file.
 """
 
@@ -46,14 +42,12 @@ class OptunaPruning(L.Callback):
             return
         import optuna
 
+        storage = optuna.storages.RDBStorage(self.storage)
         # the pruner is not saved with the study: each process brings its own (the sweeper's)
-        study = optuna.load_study(
-            study_name=self.study_name, storage=self.storage, pruner=self.pruner
-        )
-        trial_id = study._storage.get_trial_id_from_study_id_trial_number(
-            study._study_id, self.number
-        )
-        self._trial = optuna.Trial(study, trial_id)
+        study = optuna.load_study(study_name=self.study_name, storage=storage, pruner=self.pruner)
+        study_id = storage.get_study_id_from_name(self.study_name)
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, self.number)
+        self._trial = optuna.trial.Trial(study, trial_id)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or not self.active:
