@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.helpers import ROOT, compose, tiny_overrides
+from tests.helpers import ROOT, compose, run_cli, tiny_overrides
 
 SWEEP_FILE = ROOT / "sweeps" / "wandb.yaml"
 
@@ -49,7 +49,9 @@ def test_wandb_sweep_runs_train_py_with_hydra_overrides() -> None:
             node = node[part]
 
 
-def test_mlflow_logger_records_the_run_offline(tiny_data: Path, tmp_path: Path) -> None:
+def test_mlflow_logger_records_the_run_offline(
+    tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     pytest.importorskip("mlflow", reason="the optional extra: pip install -e '.[mlflow]'")
     import mlflow
 
@@ -62,9 +64,12 @@ def test_mlflow_logger_records_the_run_offline(tiny_data: Path, tmp_path: Path) 
         "debug=profiler",
         "trainer.max_epochs=1",
         "tags=[smoke,mlflow]",
+        "extras.print_config=true",
         output_dir=log_dir / "run",
     )
     record = train(cfg)
+    tree = capsys.readouterr().out  # the composed config as a tree, before training
+    assert tree.startswith("config\n") and "├── model" in tree and "_target_: " in tree
     assert record["test/acc"] > 0.2  # 10 classes: chance is 0.1
     client = mlflow.MlflowClient(f"sqlite:///{log_dir}/mlflow.db")
     (experiment,) = [e for e in client.search_experiments() if e.name == "mnistapp"]
@@ -79,3 +84,16 @@ def test_mlflow_logger_records_the_run_offline(tiny_data: Path, tmp_path: Path) 
 def test_trainer_mps_composes() -> None:
     cfg = compose("trainer=mps")
     assert cfg.trainer.accelerator == "mps" and cfg.trainer.devices == 1
+
+
+def test_a_default_run_prints_only_our_lines_and_lightnings_progress(
+    tiny_data: Path, tmp_path: Path
+) -> None:
+    """The harmless Lightning messages (cli/task.py) are silenced, and only those."""
+    from mnistapp.cli.task import HARMLESS_LOGS, HARMLESS_WARNINGS
+
+    proc = run_cli("train.py", *tiny_overrides(tiny_data, tmp_path), "trainer.max_epochs=1")
+    output = proc.stdout + proc.stderr
+    assert "train result" in output and "Trainer.fit` stopped" in output
+    for message in (*HARMLESS_WARNINGS, *HARMLESS_LOGS):
+        assert message not in output

@@ -1,23 +1,26 @@
 """Weights & Biases: real tiny trainings in offline mode, read back from the files W&B wrote.
 
 No test talks to a W&B server: runs are offline, and the "network is down" test points W&B at a
-closed port on 127.0.0.1.
+closed port on 127.0.0.1. Trainings run in-process (``train(cfg)``); only the multirun test
+needs the command line (Hydra's jobs sharing one process).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import socket
 import struct
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
 
+from mnistapp.cli.task import run_task
+from mnistapp.cli.train import RESULT_KEYS, expand_resume, train
 from mnistapp.training import tracking
-from tests.helpers import run_cli, tiny_overrides
+from tests.helpers import compose, run_cli, tiny_overrides
 
 BLOCK = 32 * 1024  # the .wandb file is a LevelDB-style log of 32 KiB blocks
 FULL, FIRST, MIDDLE, LAST = 1, 2, 3, 4
@@ -77,18 +80,38 @@ def read_run(run_dir: Path) -> dict[str, Any]:
     return run
 
 
-@pytest.fixture
-def wandb_env(tmp_path: Path) -> dict[str, str]:
-    """Keep W&B away from the developer's credentials, settings and caches."""
+def _env(tmp_path: Path) -> dict[str, str]:
+    """Keep W&B away from the developer's credentials, settings and caches, and offline."""
     home = tmp_path / "wandb_home"
     return {
         "WANDB_API_KEY": "",
         "NETRC": str(home / "netrc"),
+        "WANDB_DIR": str(home / "dir"),
         "WANDB_CONFIG_DIR": str(home / "config"),
         "WANDB_CACHE_DIR": str(home / "cache"),
         "WANDB_DATA_DIR": str(home / "data"),
         "WANDB_ERROR_REPORTING": "false",
     }
+
+
+@pytest.fixture
+def wandb_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+    """:func:`_env` for this process (and for a subprocess); each test's W&B run finished."""
+    env = _env(tmp_path)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    yield env
+    tracking.finish_runs()
+
+
+def train_here(*overrides: str, output_dir: Path) -> dict[str, Any]:
+    """``python train.py overrides...`` in this process (its record, also in ``metrics.json``),
+    its W&B run finished as a job's is."""
+    try:
+        return run_task(train, compose(*overrides, output_dir=output_dir), RESULT_KEYS)
+    finally:
+        tracking.finish_runs()
 
 
 METRICS = ("train/loss", "train/acc", "train/f1", "val/loss", "val/acc", "val/f1", "val/f1_best")
@@ -98,35 +121,39 @@ TEST_METRICS = ("test/loss", "test/acc", "test/f1")
 def test_offline_run_logs_config_metrics_media_and_model(
     tiny_data: Path, tmp_path: Path, wandb_env: dict[str, str]
 ) -> None:
-    run_cli(
-        "train.py",
+    out = tmp_path / "run"
+    train_here(
         "logger=wandb",
         *tiny_overrides(tiny_data, tmp_path),
         "logger.wandb.group=smoke",
         "tags=[tiny,test]",
         "logger.wandb.log_model=true",
-        env=wandb_env,
+        "logger.wandb.watch=all",
+        "trainer.log_every_n_steps=5",
+        output_dir=out,
     )
-    (metrics_file,) = tmp_path.glob("*/*/metrics.json")
-    out = metrics_file.parent
+    metrics_file = out / "metrics.json"
+    record = json.loads(metrics_file.read_text())
+    # logger=wandb keeps the CSV logger on, and with it the curves
+    assert (out / "csv" / "metrics.csv").read_text().startswith("epoch")
+    assert (out / "curves.png").stat().st_size > 0
     # W&B files live in the run's output directory, not the repository root
     (run_dir,) = (out / "wandb").glob("offline-run-*")
     run = read_run(run_dir)
     assert run["group"] == "smoke" and run["tags"] == ["tiny", "test"]
     assert run["config"]["model"] == "lenet" and run["config"]["params_total"] == 44426
     assert run["config"]["config"]["model"]["_target_"] == "mnistapp.models.LeNet5"
-    assert (
-        run["config"]["provenance"]["torch"]
-        == json.loads(metrics_file.read_text())["provenance"]["torch"]
-    )
+    assert run["config"]["config"]["paths"]["output_dir"] == str(out)
+    assert run["config"]["provenance"]["torch"] == record["provenance"]["torch"]
     assert set(METRICS + TEST_METRICS) <= run["history"]
+    # watch=all: the gradients and parameters of the model's layers
+    assert any(key.startswith("gradients/") for key in run["history"]), sorted(run["history"])
+    assert any(key.startswith("parameters/") for key in run["history"])
     summary = run["summary"]
     assert all(key in summary for key in METRICS + TEST_METRICS), sorted(summary)
-    assert summary["test/acc"] == pytest.approx(json.loads(metrics_file.read_text())["test/acc"])
-    assert summary["output_dir"] == str(out.resolve())
+    assert summary["test/acc"] == pytest.approx(record["test/acc"])
     # W&B's own charts: an interactive confusion matrix and a per-class F1 bar chart, whose
     # tables hold exactly the test's numbers
-    record = json.loads(metrics_file.read_text())
     assert run["charts"]["test/confusion_matrix"]["panel_config"]["panelDefId"].startswith(
         "wandb/confusion_matrix"
     )
@@ -158,34 +185,25 @@ def test_offline_run_logs_config_metrics_media_and_model(
 
 
 def test_unreachable_server_is_a_warning_not_a_failure(
-    tiny_data: Path, tmp_path: Path, wandb_env: dict[str, str]
+    tiny_data: Path,
+    tmp_path: Path,
+    wandb_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     with socket.socket() as sock:  # a port nobody listens on: connections are refused
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    env = wandb_env | {
-        "WANDB_MODE": "online",
-        "WANDB_BASE_URL": f"http://127.0.0.1:{port}",
-        "WANDB_API_KEY": "0" * 40,  # looks logged in
-    }
-    proc = run_cli(
-        "train.py",
-        "logger=[csv,wandb]",
-        *tiny_overrides(tiny_data, tmp_path),
-        "logger.wandb.init_timeout=3",
-        "trainer.max_epochs=1",
-        env=env,
-        timeout=120,
-    )
-    output = proc.stdout + proc.stderr
-    assert "W&B: could not start the run (mode=online)" in output
-    (metrics_file,) = tmp_path.glob("*/*/metrics.json")
-    assert json.loads(metrics_file.read_text())["status"] == "ok"
-    assert (metrics_file.parent / "csv" / "metrics.csv").read_text().startswith("epoch")
-    # the metrics still reached W&B: in an offline run, to upload later with `wandb sync`
-    (run_dir,) = (metrics_file.parent / "wandb").glob("offline-run-*")
+    monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("WANDB_API_KEY", "0" * 40)  # looks logged in
+    out = tmp_path / "run"
+    common = [*tiny_overrides(tiny_data, tmp_path), "trainer.max_epochs=1", "plots.enabled=false"]
+    # offline unless asked: the server is never contacted
+    train_here("logger=wandb", *common, output_dir=out)
+    (run_dir,) = (out / "wandb").glob("offline-run-*")
     assert "test/acc" in read_run(run_dir)["summary"]
-    assert "wandb sync" in output
+    # offline unless asked, so the server's failure cannot stop training: the record says ok
+    assert json.loads((out / "metrics.json").read_text())["status"] == "ok"
+    assert (out / "csv" / "metrics.csv").read_text().startswith("epoch")
 
 
 def test_multirun_jobs_are_separate_runs_in_one_group(
@@ -199,6 +217,7 @@ def test_multirun_jobs_are_separate_runs_in_one_group(
         *tiny_overrides(tiny_data, tmp_path),
         "trainer.max_epochs=1",
         "test=false",
+        "plots.enabled=false",
         env=wandb_env,
     )
     runs = [read_run(d) for d in sorted(tmp_path.glob("multirun/*/*/*/wandb/offline-run-*"))]
@@ -209,102 +228,77 @@ def test_multirun_jobs_are_separate_runs_in_one_group(
     assert all("val/f1" in run["summary"] for run in runs)
 
 
-# --- the mode decision, without any network ---------------------------------------------------
-
-
-@pytest.fixture
-def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    """No W&B variables and an empty HOME; returns the netrc path W&B would read."""
-    for name in ("WANDB_MODE", "WANDB_API_KEY", "WANDB_IDENTITY_TOKEN_FILE", "WANDB_BASE_URL"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.delenv("NETRC", raising=False)
-    monkeypatch.setenv("HOME", str(tmp_path))
-    return tmp_path / ".netrc"
-
-
-def test_mode_is_offline_without_credentials(clean_env: Path) -> None:
-    assert not tracking.logged_in()
-    assert tracking.resolve_mode() == "offline"
-    assert tracking.resolve_mode("disabled") == "disabled"
-
-
-def test_mode_is_online_with_an_api_key(clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("WANDB_API_KEY", "k" * 40)
-    assert tracking.resolve_mode() == "online"
-
-
-def test_mode_is_online_after_wandb_login(clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import wandb
-
-    # the server wandb itself would use (its default changed in 0.31): never hard-coded here
-    host = urlsplit(wandb.Settings().base_url).netloc
-    clean_env.write_text("machine example.org\n  login user\n  password secret\n")
-    assert tracking.resolve_mode() == "offline"
-    clean_env.write_text(f"machine {host}\n  login user\n  password " + "k" * 40 + "\n")
-    assert tracking.resolve_mode() == "online"
-    # a self-hosted server is looked up under its own host; NETRC moves the file
-    monkeypatch.setenv("WANDB_BASE_URL", "https://wandb.example.org")
-    assert tracking.resolve_mode() == "offline"
-    other = clean_env.with_name("netrc")
-    other.write_text("machine wandb.example.org login user password " + "k" * 40 + "\n")
-    monkeypatch.setenv("NETRC", str(other))
-    assert tracking.resolve_mode() == "online"
-
-
-def test_wandb_mode_always_wins(clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("WANDB_API_KEY", "k" * 40)
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    assert tracking.resolve_mode("online") == "offline"
-    monkeypatch.delenv("WANDB_API_KEY")
-    monkeypatch.setenv("WANDB_MODE", "disabled")
-    assert tracking.resolve_mode() == "disabled"
-
-
-def test_only_rank_zero_starts_a_run(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(tracking, "is_rank_zero", lambda: False)
-    assert tracking.wandb_logger() is None
-
-
 def test_media_callback_is_a_no_op_without_a_wandb_logger() -> None:
     class Trainer:
         loggers: list[Any] = []
         is_global_zero = True
 
     tracking.WandbMedia().on_test_end(Trainer(), object())  # type: ignore[arg-type]
+    tracking.WandbMedia().on_fit_start(Trainer(), object())  # type: ignore[arg-type]
 
 
 def test_a_wandb_failure_mid_run_is_one_warning(
-    tiny_data: Path, tmp_path: Path, wandb_env: dict[str, str]
+    tiny_data: Path, tmp_path: Path, wandb_env: dict[str, str], caplog: pytest.LogCaptureFixture
 ) -> None:
-    proc = run_cli(
-        "train.py",
-        "logger=many",  # csv + wandb
-        *tiny_overrides(tiny_data, tmp_path),
-        "trainer.max_epochs=3",
-        "+callbacks.break_wandb._target_=tests.faults.BreakWandb",
-        env=wandb_env,
-    )
-    output = proc.stdout + proc.stderr
-    assert output.count("W&B logging is off for the rest of this run") == 1, output
-    assert "W&B: log_metrics failed (ConnectionError: W&B went away)" in output
-    (metrics_file,) = tmp_path.glob("*/*/metrics.json")
-    record = json.loads(metrics_file.read_text())
+    out = tmp_path / "run"
+    with caplog.at_level(logging.WARNING, logger=tracking.__name__):
+        record = train_here(
+            "logger=many",  # csv + wandb
+            *tiny_overrides(tiny_data, tmp_path),
+            "trainer.max_epochs=3",
+            "plots.enabled=false",
+            "+callbacks.break_wandb._target_=tests.faults.BreakWandb",
+            output_dir=out,
+        )
+    assert caplog.text.count("W&B logging is off for the rest of this run") == 1, caplog.text
+    assert "W&B: log_metrics failed (ConnectionError: W&B went away)" in caplog.text
     assert record["status"] == "ok" and record["epochs"] == 3
     # the CSV logger kept every epoch after W&B broke
-    epochs = {row.split(",")[0] for row in (metrics_file.parent / "csv" / "metrics.csv").open()}
+    epochs = {row.split(",")[0] for row in (out / "csv" / "metrics.csv").open()}
     assert {"0", "1", "2"} <= epochs
 
 
 def test_a_resumed_run_continues_its_wandb_run(
     tiny_data: Path, tmp_path: Path, wandb_env: dict[str, str]
 ) -> None:
+    run_dir = tmp_path / "run"
     overrides = [*tiny_overrides(tiny_data, tmp_path), "logger=many", "plots.enabled=false"]
-    run_cli("train.py", *overrides, "trainer.max_epochs=1", env=wandb_env)
-    (first_metrics,) = tmp_path.glob("*/*/metrics.json")
-    run_dir = first_metrics.parent
-    run_cli("train.py", f"resume={run_dir}", "trainer.max_epochs=2", env=wandb_env)
+    train_here(*overrides, "trainer.max_epochs=1", output_dir=run_dir)
+    # what Hydra writes into a run folder, and `resume=` replays
+    (run_dir / ".hydra").mkdir()
+    (run_dir / ".hydra" / "overrides.yaml").write_text(json.dumps(overrides))
+    train_here(*expand_resume([f"resume={run_dir}", "trainer.max_epochs=2"]), output_dir=run_dir)
     starts = sorted((run_dir / "wandb").glob("offline-run-*"))
     assert len(starts) == 2  # one W&B run, started twice: each start writes its own folder
     first, second = (read_run(path) for path in starts)
     assert first["id"] == second["id"] and first["id"]
     assert json.loads((run_dir / "metrics.json").read_text())["epochs"] == 2
+
+
+def test_a_run_that_cannot_start_wandb_goes_on(
+    tiny_data: Path,
+    tmp_path: Path,
+    wandb_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Asked for online W&B whose server fails: one warning, and the run and its CSV are whole."""
+    import wandb
+
+    def unreachable(**kwargs: Any) -> None:
+        raise wandb.errors.CommError("server unreachable")
+
+    monkeypatch.setattr(wandb, "init", unreachable)
+    out = tmp_path / "run"
+    with caplog.at_level(logging.WARNING, logger=tracking.__name__):
+        record = train_here(
+            "logger=wandb",
+            "logger.wandb.mode=online",
+            *tiny_overrides(tiny_data, tmp_path),
+            "trainer.max_epochs=1",
+            output_dir=out,
+        )
+    assert record["status"] == "ok" and record["test/acc"] > 0.2
+    assert caplog.text.count("W&B logging is off for the rest of this run") == 1, caplog.text
+    assert "W&B: starting the run failed (CommError: server unreachable)" in caplog.text
+    assert (out / "csv" / "metrics.csv").is_file() and (out / "curves.png").is_file()

@@ -10,44 +10,26 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-_KINDS = {
-    stat.S_ISDIR: "a directory",
-    stat.S_ISCHR: "a character device",
-    stat.S_ISBLK: "a block device",
-    stat.S_ISFIFO: "a FIFO",
-    stat.S_ISSOCK: "a socket",
-}
+_KINDS = {stat.S_ISDIR: "a directory", stat.S_ISCHR: "a character device"}
+_KINDS |= {stat.S_ISBLK: "a block device", stat.S_ISFIFO: "a FIFO", stat.S_ISSOCK: "a socket"}
 
 
 class NotARegularFileError(OSError):
     """The destination of a write exists and is not a regular file (a device, FIFO, directory)."""
 
 
-def _check_destination(path: Path) -> None:
-    try:
-        mode = os.lstat(path).st_mode
-    except FileNotFoundError:
-        return
-    # A symbolic link is replaced, never followed: renaming over it leaves its target alone.
-    if stat.S_ISREG(mode) or stat.S_ISLNK(mode):
-        return
-    kind = next((name for test, name in _KINDS.items() if test(mode)), "not a regular file")
-    raise NotARegularFileError(f"refusing to write {path}: it exists and is {kind}")
-
-
 @contextmanager
 def atomic_open(path: Path) -> Iterator[BinaryIO]:
-    """Open a temp file beside ``path`` to write; on success fsync it and rename it over ``path``.
-
-    The temp file is in the destination's own folder, so the rename is atomic (never a copy
-    across filesystems): a crash, a full disk or SIGKILL leaves the old file or the new one,
-    never half a file, and a failed write removes the temp file. A destination that exists and
-    is not a regular file is refused (NotARegularFileError): renaming over ``/dev/null`` would
-    replace the device for every program on the machine. The temp file is opened like any other
-    (not with ``mkstemp``, which makes it owner-only), so the result gets the user's umask.
-    """
+    """Open a temp file beside ``path`` (so the rename is atomic: a crash, full disk or SIGKILL
+    leaves the old file or the new one); on success fsync it and rename it over ``path``. A
+    destination that is neither a file nor a link (``/dev/null``) is refused. Not ``mkstemp``
+    (owner-only): the result gets the user's umask."""
     path = Path(path)
-    _check_destination(path)
+    # a symbolic link is replaced, never followed: renaming over it leaves its target alone
+    mode = os.lstat(path).st_mode if os.path.lexists(path) else stat.S_IFREG
+    if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
+        kind = next((name for test, name in _KINDS.items() if test(mode)), "not a regular file")
+        raise NotARegularFileError(f"refusing to write {path}: it exists and is {kind}")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:

@@ -25,17 +25,8 @@ from mnistapp.reporting.records import scalar_metrics
 
 log = logging.getLogger(__name__)
 
-RESULT_KEYS = (
-    "model",
-    "test/acc",
-    "test/f1",
-    "val/f1_best",
-    "params_total",
-    "params_trainable",
-    "epochs",
-    "epoch_time_s",
-    "best_ckpt",
-)
+RESULT_KEYS = ("model", "test/acc", "test/f1", "val/f1_best", "params_total", "params_trainable",
+               "epochs", "epoch_time_s", "best_ckpt")  # fmt: skip
 # the keys of a scheduler config that are Lightning's (its lr_scheduler dict), not the scheduler's
 LIGHTNING_SCHEDULER_KEYS = ("interval", "frequency", "monitor", "strict", "name")
 # an override a resume replays: the plain value of a setting or a group's option; never `+`/`~`
@@ -48,9 +39,7 @@ def _instantiate_all(nodes: DictConfig | None) -> list[Any]:
 
     if not nodes:
         return []
-    objects = [instantiate(node) for node in nodes.values() if node and "_target_" in node]
-    # a factory may return None to opt out (the W&B logger when W&B is unavailable)
-    return [obj for obj in objects if obj is not None]
+    return [instantiate(node) for node in nodes.values() if node and "_target_" in node]
 
 
 @dataclass
@@ -151,11 +140,31 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     if cfg.get("ckpt_path"):  # a bad file, or another architecture: one line, before any fit
         restore(cfg.ckpt_path, cfg.model)
+    if cfg.extras.print_config:
+        print_config(cfg)
     with ddp_runs_this_job():
         try:
             return fit_and_test(cfg, build(cfg))
         except MisconfigurationException as err:  # e.g. limit_val_batches=0.1 of one batch
             raise ConfigError(f"trainer: {err}") from None
+
+
+def print_config(cfg: DictConfig) -> None:
+    """The composed config as a Rich tree, a branch per group (``extras.print_config``)."""
+    from rich import print as rich_print
+    from rich.syntax import Syntax
+    from rich.tree import Tree
+
+    from mnistapp.runtime import is_rank_zero
+
+    if not is_rank_zero():
+        return
+    tree = Tree("config", guide_style="dim")
+    for key, node in cfg.items():
+        if key != "hydra":
+            text = OmegaConf.to_yaml(node, resolve=True) if OmegaConf.is_config(node) else node
+            tree.add(str(key)).add(Syntax(str(text).strip(), "yaml"))
+    rich_print(tree)
 
 
 def fit_and_test(cfg: DictConfig, run: Run) -> dict[str, Any]:

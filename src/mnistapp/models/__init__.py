@@ -1,8 +1,5 @@
-"""The model zoo: plain ``nn.Module`` classifiers, each built by ``conf/model/<name>.yaml``.
-
-Every model maps ``[B, C, H, W]`` images to raw logits ``[B, num_classes]``, exposes
-``features(x) -> [B, D]`` (penultimate layer) and ``first_conv``. See docs/MODELS.md.
-"""
+"""The model zoo: plain ``nn.Module`` classifiers, each built by ``conf/model/<name>.yaml``
+(see docs/MODELS.md and :class:`ZooModel`)."""
 
 from mnistapp.models.base import ZooModel, count_parameters
 from mnistapp.models.baseline import BaselineCNN
@@ -12,16 +9,5 @@ from mnistapp.models.lenet import LeNet5
 from mnistapp.models.mlp import MLP
 from mnistapp.models.pareto import SeparableNet
 
-__all__ = [
-    "MLP",
-    "BaselineCNN",
-    "Conv10k",
-    "DeeperCNN",
-    "FastCNN",
-    "InceptionCNN",
-    "LeNet5",
-    "SeparableCNN",
-    "SeparableNet",
-    "ZooModel",
-    "count_parameters",
-]
+__all__ = ["MLP", "BaselineCNN", "Conv10k", "DeeperCNN", "FastCNN", "InceptionCNN", "LeNet5"]
+__all__ += ["SeparableCNN", "SeparableNet", "ZooModel", "count_parameters"]

@@ -1,58 +1,35 @@
-"""Building blocks shared by the model zoo: the base class, knob checks, layer helpers.
-
-Nothing here imports Lightning or Hydra: every model is a plain ``nn.Module``.
-"""
+"""What the model zoo shares: the base class, knob checks and a conv-stack builder (torch only)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
-    "relu": nn.ReLU,
-    "sigmoid": nn.Sigmoid,
-    "tanh": nn.Tanh,
-    "leaky_relu": nn.LeakyReLU,
-}
-PADDINGS = ("valid", "same")
-POOLS: dict[str, Callable[[int], nn.Module]] = {"avg": nn.AvgPool2d, "max": nn.MaxPool2d}
+ACTIVATIONS = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "leaky_relu": nn.LeakyReLU}
+POOLS = {"avg": nn.AvgPool2d, "max": nn.MaxPool2d}
 
 
 class ZooModel(nn.Module):
-    """Base of every zoo model: ``forward(x) = head(features(x))``.
-
-    Subclasses take their own knobs and pass the rest (``num_classes``, ``in_channels``,
-    ``image_size``: what the data config says) to this constructor, which checks them with the
-    ``activation`` name before anything is built. They then build ``self.body`` (image -> flat
-    penultimate features ``[B, D]``) and ``self.head`` (features -> raw logits
-    ``[B, num_classes]``; no softmax, the loss owns it).
-    """
+    """Base of every zoo model: ``forward(x) = head(features(x))``. Subclasses pass on the
+    data's ``num_classes``, ``in_channels``, ``image_size`` (checked here; their own knobs are
+    checked where used) and build ``self.body`` (images -> features ``[B, D]``) and
+    ``self.head`` (features -> raw logits, no softmax)."""
 
     body: nn.Module
     head: nn.Module
 
-    def __init__(
-        self,
-        num_classes: int = 10,
-        in_channels: int = 1,
-        image_size: int = 28,
-        activation: str | None = None,
-    ) -> None:
+    def __init__(self, num_classes: int = 10, in_channels: int = 1, image_size: int = 28) -> None:
         super().__init__()
-        self.num_classes = check_positive("num_classes", num_classes)
-        self.in_channels = check_positive("in_channels", in_channels)
-        self.image_size = check_positive("image_size", image_size)
-        if activation is not None:
-            check_choice("activation", activation, tuple(ACTIVATIONS))
+        self.num_classes = check_int("num_classes", num_classes)
+        self.in_channels = check_int("in_channels", in_channels)
+        self.image_size = check_int("image_size", image_size)
 
     def conv_stack(self, **knobs: object) -> ConvStack:
         """A :class:`ConvStack` on this model's input; its errors name the model and ``knobs``."""
-        context = {"image_size": self.image_size, **knobs}
-        described = ", ".join(f"{k}={v!r}" for k, v in context.items())
-        return ConvStack(
-            self.in_channels, self.image_size, f"{type(self).__name__} with {described}"
-        )
+        knobs = {"image_size": self.image_size, **knobs}
+        context = f"{type(self).__name__} with " + ", ".join(f"{k}={v!r}" for k, v in knobs.items())
+        return ConvStack(self.in_channels, self.image_size, context)
 
     def features(self, x: Tensor) -> Tensor:
         """Penultimate-layer features ``[B, D]`` (what t-SNE plots embed)."""
@@ -69,39 +46,23 @@ class ZooModel(nn.Module):
 
 
 def count_parameters(module: nn.Module) -> tuple[int, int]:
-    """Return ``(trainable, total)`` numbers of parameters, counted the way Keras does.
-
-    ``trainable`` counts parameters with ``requires_grad``. ``total`` adds frozen parameters and
-    the floating-point buffers (BatchNorm's running mean and variance), which Keras reports as
-    "non-trainable params"; this keeps our counts comparable with the published Keras ones.
-    Integer buffers (BatchNorm's ``num_batches_tracked`` counter) are not weights and not counted.
-    """
+    """``(trainable, total)`` parameters as Keras counts them (docs/MODELS.md): ``total`` adds
+    frozen parameters and float buffers (BatchNorm's running statistics), not integer ones."""
     trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
-    frozen = sum(p.numel() for p in module.parameters() if not p.requires_grad)
     stats = sum(b.numel() for b in module.buffers() if b.is_floating_point())
-    return trainable, trainable + frozen + stats
+    return trainable, sum(p.numel() for p in module.parameters()) + stats
 
 
-# --- knob checks: bad values fail at construction with the knob's name, not deep in forward ---
-
-
-def check_positive(name: str, value: int) -> int:
-    """``value`` if it is an int >= 1, else ValueError naming the knob."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    return value
-
-
-def check_non_negative(name: str, value: int) -> int:
-    """``value`` if it is an int >= 0 (0 switches the layer off), else ValueError."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{name} must be an integer >= 0 (0 = none), got {value!r}")
+def check_int(name: str, value: int, low: int = 1) -> int:
+    """``value`` if it is an int >= ``low``, else ValueError naming the knob."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
     return value
 
 
 def check_choice(name: str, value: str, choices: Sequence[str]) -> str:
     """``value`` if it is one of ``choices``, else ValueError listing them."""
-    if value not in choices:
+    if value not in list(choices):  # a list, so an unhashable value is refused, not a TypeError
         raise ValueError(f"{name} must be one of {sorted(choices)}, got {value!r}")
     return value
 
@@ -113,7 +74,7 @@ def scaled(base: int, width: int, reference: int) -> int:
 
 def make_activation(name: str, knob: str = "activation") -> nn.Module:
     """A fresh activation module by name (``relu | sigmoid | tanh | leaky_relu``)."""
-    return ACTIVATIONS[check_choice(knob, name, tuple(ACTIVATIONS))]()
+    return ACTIVATIONS[check_choice(knob, name, ACTIVATIONS)]()
 
 
 def dropout_layers(p: float) -> list[nn.Module]:
@@ -121,44 +82,13 @@ def dropout_layers(p: float) -> list[nn.Module]:
     return [nn.Dropout(p)] if p > 0 else []
 
 
-# --- conv stacks: sizes are known at construction, so Linear layers need no laziness ---
-
-
-def conv_layers(
-    in_channels: int,
-    out_channels: int,
-    kernel: int,
-    act: str | None = "relu",
-    *,
-    padding: str = "valid",
-    batch_norm: bool = False,
-) -> list[nn.Module]:
-    """``Conv2d [-> BatchNorm2d] [-> activation]``; ``padding`` is Keras' ``valid | same``.
-
-    Convolutions keep their bias even before BatchNorm, as Keras' defaults do, so parameter
-    counts match the published (Keras) models.
-    """
-    pad = kernel // 2 if padding == "same" else 0  # odd kernels, stride 1: Keras' "same"
-    layers: list[nn.Module] = [nn.Conv2d(in_channels, out_channels, kernel, padding=pad)]
-    if batch_norm:
-        layers.append(nn.BatchNorm2d(out_channels))
-    if act is not None:
-        layers.append(make_activation(act))
-    return layers
-
-
 class ConvStack:
-    """Collects conv-net layers while tracking channels and the feature map's side length.
-
-    A layer that would shrink the map below 1x1 raises ValueError at construction, prefixed
-    with ``context`` (the knobs that decide the size, e.g. ``"image_size=8, depth=3"``).
-    """
+    """Collects conv-net layers, tracking channels and the map's side: sizes are known at
+    construction (no lazy Linear), and a map shrinking below 1x1 is a ValueError there."""
 
     def __init__(self, in_channels: int, image_size: int, context: str) -> None:
         self.layers: list[nn.Module] = []
-        self.channels = in_channels
-        self.size = image_size
-        self.context = context
+        self.channels, self.size, self.context = in_channels, image_size, context
 
     def _resize(self, size: int, where: str) -> None:
         if size < 1:
@@ -168,15 +98,6 @@ class ConvStack:
             )
         self.size = size
 
-    def add(
-        self, *modules: nn.Module, channels: int, kernel: int, padding: str = "valid", where: str
-    ) -> ConvStack:
-        """Append stride-1 conv-like ``modules`` that output ``channels`` maps."""
-        self._resize(self.size if padding == "same" else self.size - kernel + 1, where)
-        self.layers += modules
-        self.channels = channels
-        return self
-
     def conv(
         self,
         channels: int,
@@ -185,13 +106,19 @@ class ConvStack:
         *,
         padding: str = "valid",
         batch_norm: bool = False,
+        modules: Sequence[nn.Module] = (),
         where: str = "a conv",
     ) -> ConvStack:
-        """Append ``conv_layers(...)`` from the current channel count."""
-        layers = conv_layers(
-            self.channels, channels, kernel, act, padding=padding, batch_norm=batch_norm
-        )
-        return self.add(*layers, channels=channels, kernel=kernel, padding=padding, where=where)
+        """Append ``Conv2d [BatchNorm2d] [act]`` making ``channels`` maps (``modules``: stride-1
+        conv-like layers in the Conv2d's place); ``padding`` is Keras' ``valid | same``. The conv
+        keeps its bias before BatchNorm, as Keras' does: parameter counts match Keras'."""
+        self._resize(self.size if padding == "same" else self.size - kernel + 1, where)
+        pad = kernel // 2 if padding == "same" else 0  # odd kernels, stride 1: Keras' "same"
+        self.layers += modules or [nn.Conv2d(self.channels, channels, kernel, padding=pad)]
+        self.layers += [nn.BatchNorm2d(channels)] if batch_norm else []
+        self.layers += [make_activation(act)] if act else []
+        self.channels = channels
+        return self
 
     def pool(self, kind: str = "max", where: str = "a pool") -> ConvStack:
         """Append a 2x2, stride-2 pool (floor division, as in Keras and PyTorch)."""
@@ -199,9 +126,10 @@ class ConvStack:
         self.layers.append(POOLS[kind](2))
         return self
 
-    def extend(self, modules: list[nn.Module]) -> ConvStack:
-        """Append shape-preserving modules (dropout, activations)."""
-        self.layers += modules
+    def dense(self, units: int, act: str) -> ConvStack:
+        """Append ``Flatten -> Linear(units) -> act``, a hidden dense layer on the map."""
+        self.layers += [nn.Flatten(), nn.Linear(self.flat_features, units), make_activation(act)]
+        self.channels, self.size = units, 1
         return self
 
     @property

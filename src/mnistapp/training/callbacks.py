@@ -1,13 +1,14 @@
 """Lightning callbacks of the app.
 
 :class:`MisclassifiedDigits` keeps the test digits the model got wrong; :class:`FigureWriter`
-writes the run's PNG figures (and ``tracking.WandbMedia`` logs the same to W&B) from them and
-from the Classifier's test results.
+writes the run's PNG figures (``tracking.WandbMedia`` logs the same to W&B);
+:class:`TensorBoardHparams` fills TensorBoard's hparams view.
 """
 
 from __future__ import annotations
 
 import copy
+import csv
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any, TypeVar
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, OnExceptionCheckpoint
-from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch import nn
 
@@ -28,15 +29,6 @@ C = TypeVar("C", bound=Callback)
 def find_callback(trainer: L.Trainer, kind: type[C]) -> C | None:
     """The trainer's first callback of type ``kind``, or None."""
     return next((c for c in trainer.callbacks if isinstance(c, kind)), None)
-
-
-def class_names(trainer: L.Trainer, pl_module: L.LightningModule) -> list[str] | None:
-    """The names of the classes: the model's (``Classifier.class_names``, kept in checkpoints),
-    else the DataModule's; None when neither has them (figures then number the classes)."""
-    names = getattr(pl_module, "class_names", None)
-    if names is None:
-        names = getattr(trainer.datamodule, "class_names", None)
-    return list(names) if names is not None else None
 
 
 class CheckpointOnInterrupt(OnExceptionCheckpoint):
@@ -76,8 +68,7 @@ class MisclassifiedDigits(Callback):
     """Keep the first ``limit`` misclassified test digits of this rank for figures and W&B.
 
     ``failures`` holds CPU tensors after testing: ``images`` (normalised, ``[N, H, W]``),
-    ``targets`` and ``preds``; empty when every digit was right. Reads the predictions that
-    ``Classifier.test_step`` returns.
+    ``targets`` and ``preds``; empty when every digit was right.
     """
 
     def __init__(self, limit: int = 64) -> None:
@@ -89,19 +80,11 @@ class MisclassifiedDigits(Callback):
         self.failures, self._parts = {}, {"images": [], "targets": [], "preds": []}
 
     def on_test_batch_end(
-        self,
-        trainer: L.Trainer,
-        pl_module: L.LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
-        dataloader_idx: int = 0,
+        self, trainer: L.Trainer, pl_module: L.LightningModule, preds: Any, batch: Any, *_: Any
     ) -> None:
         kept = sum(len(t) for t in self._parts["targets"])
-        if kept >= self.limit:
-            return
-        (x, y), preds = batch, outputs
-        wrong = (preds != y).nonzero().squeeze(1)[: self.limit - kept]
+        (x, y) = batch  # preds: what Classifier.test_step returns
+        wrong = (preds != y).nonzero().squeeze(1)[: max(self.limit - kept, 0)]
         for key, value in (("images", x[:, 0]), ("targets", y), ("preds", preds)):
             self._parts[key].append(value[wrong].detach().cpu())
 
@@ -109,15 +92,44 @@ class MisclassifiedDigits(Callback):
         self.failures = {k: torch.cat(v) for k, v in self._parts.items() if v}
 
 
+class TensorBoardHparams(Callback):
+    """After testing, each TensorBoard logger's run config against ``metrics`` (hparams view).
+
+    Written with ``SummaryWriter.add_hparams`` into ``<tensorboard>/hparams``: there its figures
+    do not repeat the run's own scalars (``test/acc`` stays one point in the main event file).
+    """
+
+    def __init__(self, metrics: tuple[str, ...] = ("val/f1_best", "test/acc")) -> None:
+        self.metrics, self.fit_metrics = metrics, {}
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.fit_metrics = dict(trainer.callback_metrics)  # testing replaces them
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        known = {**self.fit_metrics, **trainer.callback_metrics}
+        found = {k: float(known[k]) for k in self.metrics if k in known}
+        for logger in trainer.loggers if trainer.is_global_zero else []:
+            if isinstance(logger, TensorBoardLogger):
+                params = _flat(logger.hparams.get("config", logger.hparams))
+                logger.experiment.add_hparams(params, found, run_name="hparams")
+
+
+def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested config as ``{"model/width": 64, ...}``; values other than numbers as text."""
+    if not isinstance(tree, dict):
+        return {prefix[:-1]: tree if isinstance(tree, int | float | str) else str(tree)}
+    return {k: v for key, value in tree.items() for k, v in _flat(value, f"{prefix}{key}/").items()}
+
+
 class FigureWriter(Callback):
     """Write the figures of docs/EVALUATION.md into ``output_dir``, on rank 0 only.
 
-    At the end of fitting: ``curves.png`` and ``kernels.png``. At the end of testing:
-    ``confusion.png``, ``failures.png`` (from the trainer's :class:`MisclassifiedDigits`, when it
-    has one) and, with ``tsne``, ``tsne.png`` (penultimate features of
-    ``tsne_samples`` test digits for a freshly initialised copy and the trained model), plus the
-    fit figures when no fit ran before (``eval.py``). Curves come from ``history_csv`` or else the
-    trainer's CSVLogger. A figure that fails is logged and skipped: it must not cost the run.
+    After fitting: ``curves.png`` (per epoch, and ``train/loss`` per logged step) and
+    ``kernels.png``. After testing: ``confusion.png``, ``failures.png`` (from the trainer's
+    :class:`MisclassifiedDigits`) and, with ``tsne``, ``tsne.png`` (penultimate features of
+    ``tsne_samples`` test digits, freshly initialised and trained), plus the fit figures when no
+    fit ran before (``eval.py``). Curves come from ``history_csv`` or else the trainer's
+    CSVLogger. A figure that fails is logged and skipped: it must not cost the run.
     """
 
     def __init__(
@@ -145,10 +157,8 @@ class FigureWriter(Callback):
         from mnistapp.reporting import plots
 
         if not self.fitted:
-            self._write("curves", lambda: self._curves(trainer))
-            self._write("kernels", lambda: self._kernels(pl_module))
-        results = pl_module.test_results
-        names = class_names(trainer, pl_module)
+            self.on_fit_end(trainer, pl_module)
+        names, results = pl_module.class_names, pl_module.test_results
         if "test/confusion" in results:
             confusion = results["test/confusion"]
             self._write("confusion", lambda: plots.confusion_figure(confusion, class_names=names))
@@ -160,16 +170,13 @@ class FigureWriter(Callback):
         if self.tsne:
             self._write("tsne", lambda: self._tsne(trainer, pl_module, names))
 
-    # --- the figures -----------------------------------------------------------------------
-
     def _write(self, name: str, make: Callable[[], Any]) -> None:
         from mnistapp.reporting.plots import save_figure
 
         try:
             fig = make()
             if fig is not None:
-                path = save_figure(fig, self.output_dir / f"{name}.png")
-                log.info("Wrote %s", path)
+                log.info("Wrote %s", save_figure(fig, self.output_dir / f"{name}.png"))
         except Exception:
             log.warning("Could not write %s.png", name, exc_info=True)
 
@@ -184,7 +191,19 @@ class FigureWriter(Callback):
         if path is None or not path.is_file():
             log.info("No CSV metrics to plot training curves from; skipping curves.png")
             return None
-        return curves_figure(read_history(path))
+        fig = curves_figure(read_history(path))
+        with open(path, newline="") as f:
+            rows = [r for r in csv.DictReader(f) if r.get("train/loss")]
+        # step rows carry train/loss alone; an epoch's row also train/f1
+        steps = [(float(r["step"]) + 1, float(r["train/loss"])) for r in rows if not r["train/f1"]]
+        per_epoch = [(float(r["step"]) + 1) / (int(r["epoch"]) + 1) for r in rows if r["train/f1"]]
+        if steps and per_epoch:
+            ax = fig.axes[0]  # the loss panel, x in epochs done
+            x, y = zip(*steps, strict=True)
+            ax.plot([s / per_epoch[0] for s in x], y, lw=1, alpha=0.6, label="train (per step)")
+            ax.set_xlim(0, ax.get_xlim()[1])
+            ax.legend()
+        return fig
 
     def _kernels(self, pl_module: L.LightningModule) -> Any:
         from mnistapp.reporting.plots import kernels_figure
@@ -194,13 +213,10 @@ class FigureWriter(Callback):
             return None  # a conv-free model (MLP) has no kernels to show
         return kernels_figure(conv.weight.detach().float().cpu().numpy())
 
-    def _tsne(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, names: list[str] | None
-    ) -> Any:
+    def _tsne(self, trainer: L.Trainer, pl_module: L.LightningModule, names: list[str]) -> Any:
         from mnistapp.reporting.plots import tsne_embedding, tsne_figure
 
-        net = getattr(pl_module, "net", None)
-        datamodule = trainer.datamodule
+        net, datamodule = getattr(pl_module, "net", None), trainer.datamodule
         if net is None or not hasattr(net, "features") or not hasattr(datamodule, "normalize"):
             log.info("t-SNE needs a zoo model and the MNIST DataModule; skipping tsne.png")
             return None
@@ -212,21 +228,17 @@ class FigureWriter(Callback):
                 break
         x = datamodule.normalize(torch.cat(images)[: self.tsne_samples]).to(pl_module.device)
         y = torch.cat(labels)[: self.tsne_samples].cpu().numpy()
-        panels = {}
-        for title, model in (("freshly initialised", _fresh_copy(net)), ("trained", net)):
-            panels[title] = (tsne_embedding(_features(model, x)), y)
-        return tsne_figure(panels, class_names=names)
-
-
-def _fresh_copy(net: nn.Module) -> nn.Module:
-    """The same architecture with newly initialised weights (seeded; global RNG untouched)."""
-    fresh = copy.deepcopy(net)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        for module in fresh.modules():
-            if hasattr(module, "reset_parameters"):
-                module.reset_parameters()
-    return fresh
+        fresh = copy.deepcopy(net)  # the same architecture, newly initialised (seeded)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            for module in fresh.modules():
+                if hasattr(module, "reset_parameters"):
+                    module.reset_parameters()
+        panels = {"freshly initialised": fresh, "trained": net}
+        return tsne_figure(
+            {title: (tsne_embedding(_features(m, x)), y) for title, m in panels.items()},
+            class_names=names,
+        )
 
 
 @torch.inference_mode()

@@ -1,16 +1,11 @@
-"""Checkpoints written atomically; loaded safely: plain data only, models rebuilt from the zoo.
-
-A checkpoint is a pickle, and unpickling can call any function. ``torch.load(weights_only=True)``
-admits only tensors and primitive containers, which is all our Lightning checkpoints hold (no
-allow-list is needed). The saved model config is not handed to ``hydra.utils.instantiate``
-either, since its ``_target_`` could name any callable: only classes of ``mnistapp.models`` are
-built, from plain keyword values.
-"""
+"""Checkpoints written atomically; loaded safely: unpickling can call any function, so
+``torch.load(weights_only=True)`` admits only tensors and plain containers (all ours hold), and
+a saved model config is never handed to ``instantiate`` (its ``_target_`` could name any
+callable): only zoo classes are built."""
 
 from __future__ import annotations
 
 import logging
-import pickle
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -60,13 +55,9 @@ class Restored:
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning's checkpoint I/O, writing each checkpoint through :func:`files.atomic_open`.
-
-    Lightning's own save stages the file in ``$TMPDIR`` and moves it into place, a copy when
-    that is another filesystem (a tmpfs ``/tmp``): a full disk or a kill then leaves a truncated
-    ``last.ckpt`` (tests/test_checkpoints.py, TMPDIR on a small tmpfs). ``torch.save`` streams
-    into the temp file, so no second copy is held in memory.
-    """
+    """Lightning's checkpoint I/O, writing through :func:`files.atomic_open`: Lightning's own
+    stages the file in ``$TMPDIR`` and copies it across filesystems, so a full disk or a kill
+    leaves a truncated ``last.ckpt`` (tests/test_checkpoints.py, TMPDIR on a small tmpfs)."""
 
     def save_checkpoint(
         self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None
@@ -98,7 +89,7 @@ def load_checkpoint(path: str | Path | None) -> dict[str, Any]:
         raise CheckpointError(f"{path} is not a PyTorch checkpoint (neither zip nor pickle)")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
+    except Exception as err:
         # weights_only stops at the first global outside its allow-list, before calling it
         if "Weights only load failed" in str(err):
             unsafe = re.search(r"GLOBAL ([\w.]+)", str(err))
@@ -108,18 +99,14 @@ def load_checkpoint(path: str | Path | None) -> dict[str, Any]:
                 "and plain values"
             ) from None
         raise CheckpointError(f"{path} is not a PyTorch checkpoint ({_describe(err)})") from None
-    except Exception as err:
-        raise CheckpointError(f"{path} is not a PyTorch checkpoint ({_describe(err)})") from None
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), Mapping):
         raise CheckpointError(f"{path} is not a Lightning checkpoint (it has no state_dict)")
     return checkpoint
 
 
 def newest_loadable(folder: str | Path) -> tuple[Path, dict[str, Any]] | None:
-    """The newest ``*.ckpt`` in ``folder`` that loads, with its contents; None if none does.
-
-    Newest by modification time; each file that does not load is logged and skipped.
-    """
+    """The newest (by mtime) ``*.ckpt`` in ``folder`` that loads, with its contents, or None;
+    each file that does not load is logged and skipped."""
     paths = sorted(Path(folder).glob("*.ckpt"), key=lambda p: p.stat().st_mtime, reverse=True)
     for path in paths:
         try:
@@ -148,31 +135,23 @@ def build_net(net_config: Mapping[str, Any]) -> nn.Module:
 
 def _mismatch(own: Mapping[str, torch.Tensor], saved: Mapping[str, Any]) -> str | None:
     """One line describing how ``saved`` weights fail to fit ``own``, or None if they fit."""
-    missing = sorted(own.keys() - saved.keys())
-    unexpected = sorted(saved.keys() - own.keys())
-    shapes = [
-        f"{k} is {'x'.join(map(str, saved[k].shape))} in the checkpoint, "
-        f"{'x'.join(map(str, own[k].shape))} in the model"
-        for k in sorted(own.keys() & saved.keys())
-        if tuple(own[k].shape) != tuple(getattr(saved[k], "shape", ()))
-    ]
-    problems = []
-    if missing:
-        problems.append(f"{len(missing)} missing weights (e.g. {missing[0]})")
-    if unexpected:
-        problems.append(f"{len(unexpected)} unexpected weights (e.g. {unexpected[0]})")
-    if shapes:
-        problems.append(f"{len(shapes)} shape mismatches (e.g. {shapes[0]})")
-    return "; ".join(problems) or None
+    shape = lambda t: "x".join(map(str, getattr(t, "shape", ())))  # noqa: E731
+    problems = {
+        "missing weights": sorted(own.keys() - saved.keys()),
+        "unexpected weights": sorted(saved.keys() - own.keys()),
+        "shape mismatches": [
+            f"{k} is {shape(saved[k])} in the checkpoint, {shape(own[k])} in the model"
+            for k in sorted(own.keys() & saved.keys())
+            if tuple(own[k].shape) != tuple(getattr(saved[k], "shape", ()))
+        ],
+    }
+    return "; ".join(f"{len(v)} {what} (e.g. {v[0]})" for what, v in problems.items() if v) or None
 
 
 def restore(path: str | Path | None, model_config: Mapping[str, Any] | None = None) -> Restored:
-    """Rebuild the checkpoint's classifier in eval mode.
-
-    The architecture comes from the checkpoint's saved ``net_config``. ``model_config`` (the
-    ``model=`` group the user named) is an assertion: it is built instead, and a checkpoint of
-    another architecture or size is a :class:`CheckpointError`.
-    """
+    """Rebuild the checkpoint's classifier in eval mode, from its saved ``net_config``; a given
+    ``model_config`` (``model=``) is built instead, and a checkpoint that does not fit it is a
+    :class:`CheckpointError`."""
     checkpoint = load_checkpoint(path)
     path = Path(path).expanduser()
     hparams = checkpoint.get("hyper_parameters") or {}
@@ -193,9 +172,8 @@ def restore(path: str | Path | None, model_config: Mapping[str, Any] | None = No
         try:
             net, net_config = instantiate(model_config), dict(model_config)
         except Exception as err:  # Hydra wraps the model's ValueError in its own error
-            raise CheckpointError(
-                f"model= does not build: {_describe(err.__cause__ or err)}"
-            ) from None
+            why = _describe(err.__cause__ or err)
+            raise CheckpointError(f"model= does not build: {why}") from None
     elif saved_config:
         net, net_config = build_net(saved_config), dict(saved_config)
     else:
@@ -213,6 +191,6 @@ def restore(path: str | Path | None, model_config: Mapping[str, Any] | None = No
         raise CheckpointError(f"{path} does not fit {type(net).__name__}: {problem}")
     module.load_state_dict(checkpoint["state_dict"])
     module.eval()
-    data_hparams = dict(checkpoint.get("datamodule_hyper_parameters") or {})
     log.info("Restored %s from %s", type(net).__name__, path)
+    data_hparams = dict(checkpoint.get("datamodule_hyper_parameters") or {})
     return Restored(module, path, net_config, data_hparams)

@@ -28,11 +28,9 @@ class Classifier(L.LightningModule):
     """Cross-entropy classification of any ``nn.Module`` that maps images to logits.
 
     ``optimizer`` and ``scheduler['scheduler']`` are partials (Hydra ``_partial_: true``) bound
-    here to the parameters. ``net_config`` (the model's composed config) and ``model_name`` (its
-    config name, e.g. ``lenet``) are saved in the checkpoint so evaluation can rebuild and name the
-    architecture without repeating ``model=...``; so are ``class_names`` (the data config's), so
-    figures and records name the classes also when a checkpoint is evaluated. ``test_step``
-    returns the predictions, for callbacks that look at single digits (``MisclassifiedDigits``).
+    here to the parameters. ``net_config``, ``model_name`` (e.g. ``lenet``) and ``class_names``
+    are saved in the checkpoint, so evaluation rebuilds and names the architecture and classes
+    alone. ``test_step`` returns the predictions (for ``MisclassifiedDigits``).
     """
 
     def __init__(
@@ -63,16 +61,15 @@ class Classifier(L.LightningModule):
         self.optimizer_factory = optimizer
         self.scheduler_config = dict(scheduler or {})
         self.criterion = nn.CrossEntropyLoss()
+        # Our own argmax predictions and labels: argument validation would only add device syncs
         metrics = MetricCollection(
             {
                 "acc": MulticlassAccuracy(num_classes, average="micro", validate_args=False),
                 "f1": MulticlassF1Score(num_classes, average="macro", validate_args=False),
             }
         )
-        # One set of metric objects per stage, so train/val/test states never mix; a NaN loss
-        # must show (nan_strategy="disable") rather than be silently dropped from the mean.
-        # Inputs are our own argmax predictions and labels: argument validation would only add
-        # device syncs to every step (validate_args=False).
+        # One set per stage, so train/val/test states never mix; a NaN loss must show
+        # (nan_strategy="disable") rather than be silently dropped from the mean.
         for stage in STAGES:
             setattr(self, f"{stage}_metrics", metrics.clone(prefix=f"{stage}/"))
             setattr(self, f"{stage}_loss", MeanMetric(nan_strategy="disable"))
@@ -80,20 +77,17 @@ class Classifier(L.LightningModule):
         self.val_f1_best.persistent(True)  # in the checkpoint: a resumed run keeps its best
         self.test_f1_per_class = MulticlassF1Score(num_classes, average=None, validate_args=False)
         self.test_confusion = MulticlassConfusionMatrix(num_classes, validate_args=False)
-        # per-class F1 and the confusion matrix of the last test, as lists
-        self.test_results: dict[str, Any] = {}
+        self.test_results: dict[str, Any] = {}  # the last test's per-class F1 and confusion
         # this epoch's (loss, preds, targets) per stage, not yet given to the metrics
         self._pending: dict[str, list[tuple[Tensor, Tensor, Tensor]]] = {s: [] for s in STAGES}
+        self._window: list[Tensor] = []  # training losses since the last logged step point
+        self._logged_step = -1
         self.max_loss = max_loss
-        self._checked = 0  # this epoch's training losses already checked for divergence
         self.start_epoch = 0
 
     @property
     def class_names(self) -> list[str]:
-        """The name of each class: saved with the model, else the DataModule's, else ``0..n-1``.
-
-        Checkpoints written before class names were saved fall back to the DataModule's.
-        """
+        """The name of each class: saved with the model, else the DataModule's, else ``0..n-1``."""
         names = self.hparams.get("class_names")
         if not names and self._trainer is not None:
             names = getattr(self._trainer.datamodule, "class_names", None)
@@ -112,33 +106,22 @@ class Classifier(L.LightningModule):
         self._pending[stage].append((loss.detach(), preds, y))
         return loss, preds
 
-    def _update_epoch(self, stage: str) -> tuple[Tensor, Tensor] | None:
-        """Give the stage's metrics this epoch's batches in one update; return preds, targets.
+    def _log_epoch(self, stage: str) -> dict[str, Tensor]:
+        """Update, compute, log and reset a stage's figures (synced across DDP ranks).
 
-        A torchmetrics update costs about 0.1 ms of Python whatever its size, so updating the
-        loss mean, accuracy and F1 at every step was a fixed tax on small models; one update per
-        epoch with the same values counts exactly the same. None when nothing is pending.
+        One torchmetrics update per epoch with every batch: an update costs about 0.1 ms of
+        Python whatever its size, and handing a Metric to ``self.log`` about 1 ms a call.
         """
         pending, self._pending[stage] = self._pending[stage], []
-        if stage == "train":
-            self._checked = 0
-        if not pending:
-            return None
-        losses, preds, targets = zip(*pending, strict=True)
-        sizes = torch.tensor([len(t) for t in targets], device=losses[0].device)
-        getattr(self, f"{stage}_loss").update(torch.stack(losses), weight=sizes)
-        preds, targets = torch.cat(preds), torch.cat(targets)
-        getattr(self, f"{stage}_metrics").update(preds, targets)
-        return preds, targets
-
-    def _log_epoch(self, stage: str) -> dict[str, Tensor]:
-        """Compute, log and reset a stage's figures (synced across DDP ranks by torchmetrics).
-
-        Metrics are logged once per epoch: handing a Metric to ``self.log`` every step costs about
-        a millisecond of Lightning bookkeeping per call.
-        """
-        self._update_epoch(stage)
         loss, metrics = getattr(self, f"{stage}_loss"), getattr(self, f"{stage}_metrics")
+        if pending:
+            losses, preds, targets = zip(*pending, strict=True)
+            sizes = torch.tensor([len(t) for t in targets], device=losses[0].device)
+            loss.update(torch.stack(losses), weight=sizes)
+            metrics.update(torch.cat(preds), torch.cat(targets))
+            if stage == "test":
+                self.test_f1_per_class.update(torch.cat(preds), torch.cat(targets))
+                self.test_confusion.update(torch.cat(preds), torch.cat(targets))
         values = {f"{stage}/loss": loss.compute(), **metrics.compute()}
         loss.reset()
         metrics.reset()
@@ -146,36 +129,37 @@ class Classifier(L.LightningModule):
         return values
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        return self._step(batch, "train")[0]
+        loss = self._step(batch, "train")[0]
+        self._window.append(loss.detach())
+        return loss
 
     def on_train_start(self) -> None:
         self.start_epoch = self.current_epoch  # after a resume, the epoch it went on from
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if len(self._pending["train"]) - self._checked >= self.trainer.log_every_n_steps:
+        # Lightning hands step values to the loggers after the optimiser step that makes
+        # global_step a multiple of log_every_n_steps; the mean of the window since the last
+        # point goes with them: one host sync per point, none in the steps between
+        every = self.trainer.log_every_n_steps
+        if every and self.global_step % every == 0 and self.global_step != self._logged_step:
             self._check_divergence()
+            self.log("train/loss", torch.stack(self._window).mean(), on_step=True, on_epoch=False)
+            self._window, self._logged_step = [], self.global_step
 
     def _check_divergence(self) -> None:
-        """Stop on a non-finite loss or one above ``max_loss`` among the steps not yet checked.
-
-        Called every ``log_every_n_steps`` steps and at the end of the epoch, on the losses kept
-        for the metrics: one host sync per check, none per step.
-        """
-        pending = self._pending["train"]
-        if len(pending) <= self._checked:
+        """Stop on a non-finite loss, or one above ``max_loss``, in the window (one host sync)."""
+        if not self._window:
             return
-        losses = torch.stack([loss for loss, _, _ in pending[self._checked :]])
+        losses = torch.stack(self._window)
         bad = ~torch.isfinite(losses) | (losses > self.max_loss)
         if bad.any():
             first = int(bad.nonzero()[0])
-            index = self._checked + first  # this epoch's batch index
-            step = self.global_step - (len(pending) - 1 - index)
+            step = self.global_step - (len(losses) - 1 - first)
             raise DivergedError(
                 f"training diverged at epoch {self.current_epoch}, step {step}: loss "
                 f"{losses[first].item():.4g} (non-finite or above max_loss={self.max_loss:g}); "
                 "try a lower optimizer.lr"
             )
-        self._checked = len(pending)
 
     def on_train_epoch_end(self) -> None:
         self._check_divergence()
@@ -200,10 +184,6 @@ class Classifier(L.LightningModule):
         return self._step(batch, "test")[1]
 
     def on_test_epoch_end(self) -> None:
-        epoch = self._update_epoch("test")
-        if epoch is not None:
-            self.test_f1_per_class.update(*epoch)
-            self.test_confusion.update(*epoch)
         self._log_epoch("test")
         names, f1 = self.class_names, self.test_f1_per_class.compute().tolist()
         by_class = dict(zip(names, f1, strict=True))
@@ -241,10 +221,9 @@ class Classifier(L.LightningModule):
             return optimizer
         options = dict(self.scheduler_config)
         factory = options.pop("scheduler")
-        kwargs = {}
         # Schedulers that need the run length (OneCycleLR) get it from the trainer.
-        func = getattr(factory, "func", factory)
-        keywords = getattr(factory, "keywords", {})
+        func, keywords = getattr(factory, "func", factory), getattr(factory, "keywords", {})
+        kwargs = {}
         if "total_steps" in inspect.signature(func).parameters and "total_steps" not in keywords:
             kwargs["total_steps"] = int(self.trainer.estimated_stepping_batches)
         scheduler = factory(optimizer, **kwargs)

@@ -1,8 +1,8 @@
-"""Progress that suits where it goes: a live bar in a terminal, plain lines in a log file.
+"""Progress that suits where it goes: Lightning's live bar in a terminal, plain lines in a file.
 
-A bar redraws itself with carriage returns; written to a file (SLURM's output, ``nohup``, CI)
-every redraw becomes text, and the file fills with copies of the bar. :func:`progress_bar` picks
-Lightning's bar when the output is a terminal and :class:`LogProgress` otherwise.
+Lightning's bars redraw with carriage returns even when the stream is a file (SLURM's output,
+``nohup``, CI), which then fills with copies of the bar: :class:`LogProgress` is ours only for
+that case (tests/test_train_cli.py::test_progress_in_a_log_file_is_plain_lines).
 """
 
 from __future__ import annotations
@@ -19,32 +19,29 @@ log = logging.getLogger(__name__)
 
 
 def progress_bar(
-    style: str = "tqdm", refresh_rate: int = 20, interval_s: float = 30.0
+    style: str = "tqdm", refresh_rate: int = 20, interval_s: float = 30
 ) -> ProgressBar:
-    """Lightning's ``tqdm`` or ``rich`` bar in a terminal; :class:`LogProgress` when the bar's
-    stream is not one."""
-    if style not in ("tqdm", "rich"):
+    """Lightning's ``tqdm`` (on stderr) or ``rich`` (on stdout) bar when that stream is a
+    terminal, else :class:`LogProgress`."""
+    bars = {"tqdm": (TQDMProgressBar, sys.stderr), "rich": (RichProgressBar, sys.stdout)}
+    if style not in bars:
         raise ValueError(f"progress bar style must be tqdm or rich (got {style!r})")
-    # tqdm draws on stderr, Rich on stdout
-    stream = sys.stderr if style == "tqdm" else sys.stdout
-    if not stream.isatty():
-        return LogProgress(interval_s)
-    return TQDMProgressBar(refresh_rate) if style == "tqdm" else RichProgressBar(refresh_rate)
+    bar, stream = bars[style]
+    return bar(refresh_rate) if stream.isatty() else LogProgress(interval_s)
 
 
 class LogProgress(ProgressBar):
-    """Progress as log lines: one every ``interval_s`` seconds of training, one per epoch with
-    its metrics, one per validation or test pass; no carriage returns, no redraws."""
+    """Log lines: one every ``interval_s`` seconds of training, one per epoch with its metrics
+    (once the module has logged them: at the next epoch's start or the end), one per test."""
 
-    def __init__(self, interval_s: float = 30.0) -> None:
+    def __init__(self, interval_s: float = 30) -> None:
         super().__init__()
-        self.interval_s = interval_s
-        self._enabled = True
-        self._last = self._epoch_start = 0.0
+        self.interval_s, self._enabled = interval_s, True
+        self._last = self._start = 0.0
         self._finished: tuple[str, float] | None = None  # an epoch not yet reported
 
-    def disable(self) -> None:
-        self._enabled = False  # Lightning disables it on ranks other than 0
+    def disable(self) -> None:  # Lightning disables it on ranks other than 0
+        self._enabled = False
 
     def enable(self) -> None:
         self._enabled = True
@@ -62,38 +59,29 @@ class LogProgress(ProgressBar):
         return f"epoch {trainer.current_epoch + 1}/{limit}"
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._report_epoch(trainer, pl_module)
-        self._last = self._epoch_start = time.monotonic()
+        self.on_train_end(trainer, pl_module)
+        self._last = self._start = time.monotonic()
 
-    def on_train_batch_end(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, i: int
-    ) -> None:
-        now = time.monotonic()
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        now, i = time.monotonic(), args[-1] + 1
         if now - self._last < self.interval_s:
             return
-        self._last = now
-        total = self.total_train_batches  # inf for an iterable without a length
-        done = f"{i + 1}/{total} ({100 * (i + 1) / total:.0f}%)" if total < float("inf") else i + 1
-        rate = (i + 1) / max(now - self._epoch_start, 1e-9)
+        self._last, total = now, self.total_train_batches  # inf for a loader without a length
+        done = f"{i}/{total} ({100 * i / total:.0f}%)" if total < float("inf") else i
+        rate = i / max(now - self._start, 1e-9)
         self._say("%s: step %s, %.1f it/s", self._epoch(trainer), done, rate)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # reported once the module has logged the epoch's training metrics (its own
-        # on_train_epoch_end runs after the callbacks'): at the next epoch's start, or the end
-        self._finished = (self._epoch(trainer), time.monotonic() - self._epoch_start)
+        self._finished = (self._epoch(trainer), time.monotonic() - self._start)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._report_epoch(trainer, pl_module)
-
-    def _report_epoch(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._finished is None:
             return
         (epoch, elapsed), self._finished = self._finished, None
         metrics = self.get_metrics(trainer, pl_module)
+        metrics.pop("v_num", None)
         shown = " ".join(
-            f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
-            for k, v in metrics.items()
-            if k != "v_num"
+            f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()
         )
         self._say("%s done in %.1f s: %s", epoch, elapsed, shown)
 
