@@ -80,6 +80,23 @@ def test_verified_files_are_hashed_once_and_changes_are_noticed(
     assert labels.name in str(err.value) and images.name in str(err.value)
 
 
+def test_same_size_change_with_mtime_restored_is_caught(tmp_path: Path, no_hub: None) -> None:
+    raw = write_idx_dataset(tmp_path, 50, 20) / "MNIST" / "raw"
+    checksums = _md5s(raw)
+    ensure_mnist(tmp_path, checksums=checksums)  # stamps the four files as verified
+    labels = raw / "train-labels-idx1-ubyte"
+    before = labels.stat()
+    data = bytearray(labels.read_bytes())
+    data[-1] ^= 0x01
+    time.sleep(0.05)  # let the ctime tick
+    labels.write_bytes(bytes(data))
+    os.utime(labels, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert labels.stat().st_size == before.st_size
+    with pytest.raises(DataSourceError, match="missing or corrupt") as err:
+        ensure_mnist(tmp_path, checksums=checksums)
+    assert labels.name in str(err.value) and "\n" not in str(err.value)
+
+
 def test_md5_mismatch_without_source_names_the_files(tmp_path: Path, no_hub: None) -> None:
     write_idx_dataset(tmp_path, 50, 20)
     with pytest.raises(DataSourceError) as err:
@@ -210,6 +227,15 @@ def _datamodule(data_dir: Path, **kwargs) -> MNISTDataModule:
     return dm
 
 
+def test_verify_false_with_a_bad_idx_header_names_the_file(tmp_path: Path) -> None:
+    raw = write_idx_dataset(tmp_path, 50, 20) / "MNIST" / "raw"
+    bad = raw / "train-labels-idx1-ubyte"
+    bad.write_bytes(b"\x00\x00\x00\x00" + bad.read_bytes()[4:])  # magic number zeroed
+    with pytest.raises(DataSourceError, match="is not an IDX file") as err:
+        _datamodule(tmp_path)
+    assert str(err.value).startswith(str(bad)) and "\n" not in str(err.value)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
@@ -281,8 +307,9 @@ def test_ddp_shards_with_two_ranks(train: bool) -> None:
 
 
 def test_bad_values_are_clear_errors(tiny_data: Path) -> None:
-    with pytest.raises(ValueError, match="batch_size"):
-        MNISTDataModule(batch_size=0)
+    # data.batch_size=0 is refused by cli.schema (test_train_cli::test_bad_value_fails_...)
+    with pytest.raises(ValueError, match="val_size=-1"):
+        MNISTDataModule(data_dir=str(tiny_data), download=False, verify=False, val_size=-1).setup()
     with pytest.raises(ValueError, match="val_size=600"):
         _datamodule(tiny_data.parent / tiny_data.name, split_seed=0).__class__(
             data_dir=str(tiny_data), download=False, verify=False, val_size=600

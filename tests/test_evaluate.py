@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from mnistapp.training.checkpoints import CheckpointError, restore
-from tests.helpers import assert_png, run_cli, tiny_overrides
+from tests.helpers import assert_png, compose, run_cli, tiny_overrides
 
 FIGURES = ("curves", "kernels", "confusion", "failures", "tsne")
 
@@ -21,6 +21,15 @@ def eval_overrides(data_dir: Path, log_dir: Path) -> list[str]:
     return [o for o in tiny_overrides(data_dir, log_dir) if not o.startswith("callbacks.")]
 
 
+def run_eval(*overrides: str, output_dir: Path) -> dict:
+    """``python eval.py overrides...`` in this process, into ``output_dir``."""
+    from mnistapp.cli.evaluate import RESULT_KEYS, evaluate
+    from mnistapp.cli.task import run_on_checkpoint
+
+    cfg = compose(*overrides, config_name="eval", output_dir=output_dir)
+    return run_on_checkpoint("eval", evaluate, cfg, RESULT_KEYS)
+
+
 def test_training_writes_its_figures(trained_run: Path) -> None:
     for name in FIGURES[:-1]:  # t-SNE is opt-in
         assert_png(trained_run / f"{name}.png", min_kb=2 if name == "failures" else 8)
@@ -28,25 +37,25 @@ def test_training_writes_its_figures(trained_run: Path) -> None:
 
 
 def test_eval_reproduces_training_metrics_and_writes_figures(
-    trained_run: Path, tiny_data: Path, tmp_path: Path
+    trained_run: Path, tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     trained = json.loads((trained_run / "metrics.json").read_text())
-    proc = run_cli(
-        "eval.py",
+    run_dir = tmp_path / "eval"
+    run_eval(
         f"ckpt_path={trained['best_ckpt']}",
         *eval_overrides(tiny_data, tmp_path),
         "plots.tsne=true",
         "plots.tsne_samples=100",
+        output_dir=run_dir,
     )
-    (metrics_path,) = tmp_path.glob("eval/*/*/metrics.json")
-    run_dir = metrics_path.parent
-    evaluated = json.loads(metrics_path.read_text())
+    stdout = capsys.readouterr().out
+    evaluated = json.loads((run_dir / "metrics.json").read_text())
     # the model is named as in training (its config name), not by its class
     assert evaluated["status"] == "ok" and evaluated["model"] == trained["model"] == "lenet"
     keys = ("test/acc", "test/f1", "test/f1_per_class", "test/f1_by_class", "test/confusion")
     for key in keys:
         assert evaluated[key] == trained[key], key
-    assert "test/acc" in proc.stdout and str(run_dir) in proc.stdout
+    assert "test/acc" in stdout and str(run_dir) in stdout
     for name in FIGURES:  # curves come from the training run's csv/metrics.csv
         assert_png(run_dir / f"{name}.png", min_kb=2 if name == "failures" else 8)
 
@@ -61,14 +70,18 @@ def test_model_override_must_match_the_checkpoint(trained_run: Path) -> None:
         restore(ckpt, {"_target_": "mnistapp.models.MLP"})
 
 
-def test_wrong_architecture_is_one_clear_line(trained_run: Path, tmp_path: Path) -> None:
+def test_wrong_architecture_is_one_clear_line(
+    trained_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     ckpt = trained_run / "checkpoints" / "last.ckpt"
-    proc = run_cli(
-        "eval.py", f"ckpt_path={ckpt}", "model=cnn", f"paths.log_dir={tmp_path}", check=False
-    )
-    assert proc.returncode != 0
-    assert "holds a LeNet5, not the requested DeeperCNN" in proc.stderr
-    assert "Traceback" not in proc.stderr
+    with pytest.raises(SystemExit) as exit_:
+        run_eval(
+            f"ckpt_path={ckpt}", "model=cnn", f"paths.log_dir={tmp_path}", output_dir=tmp_path / "r"
+        )
+    assert exit_.value.code == 2
+    stderr = capsys.readouterr().err
+    assert "holds a LeNet5, not the requested DeeperCNN" in stderr
+    assert "Traceback" not in stderr and stderr.count("\n") == 1
 
 
 class Payload:
@@ -102,7 +115,7 @@ def test_malicious_checkpoint_is_refused_and_never_runs(tmp_path: Path) -> None:
         with pytest.raises(CheckpointError, match=message):
             restore(path)
     proc = run_cli("eval.py", f"ckpt_path={files['zip']}", f"paths.log_dir={tmp_path}", check=False)
-    assert proc.returncode != 0
+    assert proc.returncode == 2  # the command line's exit status for a refused checkpoint
     assert "refusing to load" in proc.stderr and "Traceback" not in proc.stderr
     assert not marker.exists()
 
@@ -135,20 +148,22 @@ def test_missing_and_non_checkpoint_files(tmp_path: Path) -> None:
 
 
 def test_training_resumes_only_from_a_safe_checkpoint(
-    trained_run: Path, tiny_data: Path, tmp_path: Path
+    trained_run: Path, tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    from mnistapp.cli.task import run_task
+    from mnistapp.cli.train import train
+
     overrides = tiny_overrides(tiny_data, tmp_path)
-    run_cli(
-        "train.py",
-        *overrides,
-        f"ckpt_path={trained_run}/checkpoints/last.ckpt",
-        "trainer.max_epochs=3",
-    )
-    (metrics,) = tmp_path.glob("*/*/metrics.json")
-    record = json.loads(metrics.read_text())
+    last = f"ckpt_path={trained_run}/checkpoints/last.ckpt"
+    cfg = compose(*overrides, last, "trainer.max_epochs=3", output_dir=tmp_path / "resumed")
+    run_task(train, cfg, ())
+    record = json.loads((tmp_path / "resumed" / "metrics.json").read_text())
     assert record["status"] == "ok" and record["epochs"] == 3  # went on from epoch 2
     marker = tmp_path / "pwned"
     evil = _malicious_files(tmp_path, marker)["zip"]
-    proc = run_cli("train.py", *overrides, f"ckpt_path={evil}", check=False)
-    assert proc.returncode == 2 and "it would call posix.system" in proc.stderr
-    assert len(proc.stderr.strip().splitlines()) == 1 and not marker.exists()
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_:
+        run_task(train, compose(*overrides, f"ckpt_path={evil}", output_dir=tmp_path / "e"), ())
+    stderr = capsys.readouterr().err
+    assert exit_.value.code == 2 and "it would call posix.system" in stderr
+    assert len(stderr.strip().splitlines()) == 1 and not marker.exists()

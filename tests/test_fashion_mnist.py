@@ -18,7 +18,8 @@ from mnistapp.data import sources
 from mnistapp.data.datamodule import MNISTDataModule
 from mnistapp.data.sources import FASHION_MNIST, DataSourceError, ensure_dataset, idx_bytes
 from mnistapp.training.checkpoints import restore
-from tests.helpers import run_cli, run_module, synthetic_digits, tiny_overrides
+from tests.helpers import compose as compose_run
+from tests.helpers import synthetic_digits, tiny_overrides
 
 NAMES = list(sources.FASHION_MNIST_MD5)
 CLOTHES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat"]
@@ -203,7 +204,17 @@ def test_the_real_debian_package_matches_the_official_md5s(tmp_path: Path) -> No
     assert sorted(p.name for p in raw.iterdir()) == sorted([*NAMES, sources.STAMP_FILE])
 
 
-def test_train_eval_predict_name_the_clothes(tmp_path: Path) -> None:
+def test_train_eval_predict_name_the_clothes(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from mnistapp.cli.evaluate import RESULT_KEYS as EVAL_KEYS
+    from mnistapp.cli.evaluate import evaluate
+    from mnistapp.cli.predict import RESULT_KEYS as PREDICT_KEYS
+    from mnistapp.cli.predict import predict, read_inputs
+    from mnistapp.cli.task import run_on_checkpoint, run_task
+    from mnistapp.cli.train import train
+    from mnistapp.errors import InputError
+
     data = tmp_path / "data"
     raw = data / "FashionMNIST" / "raw"
     raw.mkdir(parents=True)
@@ -211,39 +222,47 @@ def test_train_eval_predict_name_the_clothes(tmp_path: Path) -> None:
         (raw / name).write_bytes(blob)
     logs = tmp_path / "logs"
     fashion = ["data=fashion_mnist", *tiny_overrides(data, logs)]
-    run_cli("train.py", *fashion, "trainer.max_epochs=1")
-    (run_dir,) = (p.parent for p in logs.glob("*/*/metrics.json"))
+    run_dir = tmp_path / "train"
+    caplog.set_level("INFO")
+    run_task(train, compose_run(*fashion, "trainer.max_epochs=1", output_dir=run_dir), ())
     trained = json.loads((run_dir / "metrics.json").read_text())
     assert trained["class_names"] == CLOTHES
     assert list(trained["test/f1_by_class"]) == CLOTHES
-    assert "Test F1 per class: T-shirt/top " in (run_dir / "train.log").read_text()
+    assert "Test F1 per class: T-shirt/top " in caplog.text
 
     # the checkpoint carries the names: eval and predict know them without being told
     ckpt = Path(trained["best_ckpt"])
     assert restore(ckpt).module.class_names == CLOTHES
     evaluation = [o for o in fashion if not o.startswith("callbacks.")]
-    run_cli("eval.py", f"ckpt_path={ckpt}", *evaluation)
-    (metrics,) = logs.glob("eval/*/*/metrics.json")
-    evaluated = json.loads(metrics.read_text())
+
+    def run_eval(*overrides: str, to: str) -> dict:
+        cfg = compose_run(
+            f"ckpt_path={ckpt}", *overrides, config_name="eval", output_dir=tmp_path / to
+        )
+        run_on_checkpoint("eval", evaluate, cfg, EVAL_KEYS)
+        return json.loads((tmp_path / to / "metrics.json").read_text())
+
+    evaluated = run_eval(*evaluation, to="eval")
     assert evaluated["test/f1_by_class"] == trained["test/f1_by_class"]
     # tested on MNIST-named data by mistake: a warning, and the checkpoint's names are kept
     mnist_raw = data / "MNIST" / "raw"
     mnist_raw.mkdir(parents=True)
     for name in NAMES:
         (mnist_raw / name).write_bytes((raw / name).read_bytes())
-    proc = run_cli(
-        "eval.py", f"ckpt_path={ckpt}", *evaluation[1:], "paths.log_dir=" + str(logs / "m")
-    )
-    assert "The checkpoint's classes (T-shirt/top, " in proc.stdout + proc.stderr
-    (metrics,) = (logs / "m").glob("eval/*/*/metrics.json")
-    assert json.loads(metrics.read_text())["class_names"] == CLOTHES
+    caplog.clear()
+    assert run_eval(*evaluation[1:], to="eval_mnist")["class_names"] == CLOTHES
+    assert "The checkpoint's classes (T-shirt/top, " in caplog.text
 
     inputs = tmp_path / "inputs.npy"
     np.save(inputs, synthetic_digits(4, seed=3)[0])
-    run_module(
-        "mnistapp.cli.predict", f"ckpt_path={ckpt}", f"inputs={inputs}", f"paths.log_dir={logs}"
+    cfg = compose_run(
+        f"ckpt_path={ckpt}",
+        f"inputs={inputs}",
+        f"paths.log_dir={logs}",
+        config_name="predict",
+        output_dir=tmp_path / "predict",
     )
-    (predictions,) = logs.glob("predict/*/*/predictions.csv")
-    rows = list(csv.DictReader(predictions.open()))
+    run_on_checkpoint("predict", predict, cfg, PREDICT_KEYS, read_inputs, errors=(InputError,))
+    rows = list(csv.DictReader((tmp_path / "predict" / "predictions.csv").open()))
     assert len(rows) == 4
     assert all(row["class"] == CLOTHES[int(row["prediction"])] for row in rows)

@@ -9,9 +9,15 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from mnistapp.data.inputs import InputError, as_mnist_array, find_inputs, mnist_like
+from mnistapp.data.inputs import (
+    InputError,
+    as_mnist_array,
+    find_inputs,
+    mnist_like,
+    read_digits,
+)
 from mnistapp.data.sources import idx_bytes
-from tests.helpers import run_module, synthetic_digits
+from tests.helpers import compose, run_module, synthetic_digits
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +56,36 @@ def test_mnist_like_matches_the_mnist_preprocessing() -> None:
     assert diff.mean() < 8
 
 
+def test_images_are_read_by_their_real_range(tmp_path: Path) -> None:
+    grey = drawn_seven((120, 100), ink="white", paper="black", width=12).convert("L")
+    expected = mnist_like(grey)
+    values = np.asarray(grey)
+    ink_only = Image.new("RGBA", grey.size, "black")
+    ink_only.putalpha(grey)  # a black digit on a transparent canvas
+    variants = {
+        "grey16.png": Image.fromarray(values.astype(np.uint16) * 257),  # 16-bit, full range
+        "rgba.png": ink_only,
+        "palette.png": grey.convert("P"),
+        "bilevel.png": grey.point(lambda v: 255 if v > 127 else 0).convert("1"),
+    }
+    for name, image in variants.items():
+        image.save(tmp_path / name)
+        ((_, digit),) = read_digits(tmp_path / name)
+        assert digit.max() == 255, name
+        assert np.abs(digit.astype(int) - expected.astype(int)).mean() < 10, name
+
+
+def test_huge_images_are_downscaled_or_refused(tmp_path: Path) -> None:
+    big = Image.new("L", (8000, 8000))
+    ImageDraw.Draw(big).rectangle((3000, 1000, 5000, 7000), fill=255)
+    big.save(tmp_path / "big.jpg", quality=90)  # 64 M pixels: decoded at 1/8 scale
+    ((_, digit),) = read_digits(tmp_path / "big.jpg")
+    assert digit.shape == (28, 28) and digit.max() == 255
+    Image.new("1", (12000, 12000)).save(tmp_path / "huge.png")
+    with pytest.raises(InputError, match="12000x12000 pixels is too large"):
+        read_digits(tmp_path / "huge.png")
+
+
 def test_mnist_like_refuses_a_blank_image() -> None:
     with pytest.raises(InputError, match="no digit"):
         mnist_like(Image.new("RGB", (50, 40), "white"))
@@ -80,7 +116,12 @@ def test_find_inputs(tmp_path: Path) -> None:
         find_inputs(f"{tmp_path}/*.bmp")
 
 
-def test_predict_images_npy_and_idx(checkpoint: Path, tmp_path: Path) -> None:
+def test_predict_images_npy_and_idx(
+    checkpoint: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     inputs = tmp_path / "inputs"
     inputs.mkdir()
     drawn_seven((120, 200), ink="black", paper="white", width=12).save(inputs / "light_tall.png")
@@ -93,13 +134,20 @@ def test_predict_images_npy_and_idx(checkpoint: Path, tmp_path: Path) -> None:
     (inputs / "t10k-images-idx3-ubyte").write_bytes(idx_bytes(images[6:]))
     (inputs / "t10k-labels-idx1-ubyte").write_bytes(idx_bytes(labels[6:]))
 
-    proc = run_module(
-        "mnistapp.cli.predict",
+    from mnistapp.cli.predict import RESULT_KEYS, predict, read_inputs
+    from mnistapp.cli.task import run_on_checkpoint
+
+    cfg = compose(
         f"ckpt_path={checkpoint}",
         f"inputs={inputs}",
         f"paths.log_dir={tmp_path}",
+        config_name="predict",
+        output_dir=tmp_path / "run",
     )
-    (csv_path,) = tmp_path.glob("predict/*/*/predictions.csv")
+    caplog.set_level("WARNING")
+    run_on_checkpoint("predict", predict, cfg, RESULT_KEYS, read_inputs, errors=(InputError,))
+    stdout = capsys.readouterr().out
+    csv_path = tmp_path / "run" / "predictions.csv"
     rows = list(csv.DictReader(csv_path.open()))
     names = [Path(row["file"]).name for row in rows]
     assert names == [
@@ -119,8 +167,8 @@ def test_predict_images_npy_and_idx(checkpoint: Path, tmp_path: Path) -> None:
     assert np.mean(np.array(predicted) == labels) >= 0.5  # the tiny model knows these
     # unreadable files are reported and skipped, not fatal
     for name in ("broken.png", "blank.png", "t10k-labels-idx1-ubyte"):
-        assert f"Skipping {inputs / name}" in proc.stdout + proc.stderr  # Hydra logs to stdout
-    assert "light_tall.png" in proc.stdout and "top3" in proc.stdout
+        assert f"Skipping {inputs / name}" in caplog.text
+    assert "light_tall.png" in stdout and "top3" in stdout
 
 
 def test_predict_without_readable_inputs_is_one_clear_line(
@@ -134,6 +182,40 @@ def test_predict_without_readable_inputs_is_one_clear_line(
         f"paths.log_dir={tmp_path}",
         check=False,
     )
-    assert proc.returncode != 0
+    assert proc.returncode == 2
     assert "predict: error: no digits could be read" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_refused_eval_predict_export_leave_no_folder(
+    checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from mnistapp.cli import evaluate, export, predict
+    from mnistapp.cli.task import run_on_checkpoint
+
+    (tmp_path / "broken.png").write_bytes(b"not an image")
+    missing = tmp_path / "missing.ckpt"
+    cases = {
+        "predict": (predict.predict, [f"ckpt_path={checkpoint}", f"inputs={tmp_path}/broken.png"]),
+        "eval": (evaluate.evaluate, [f"ckpt_path={missing}"]),
+        "export": (export.export, [f"ckpt_path={missing}"]),
+    }
+    modules = {"predict": predict, "eval": evaluate, "export": export}
+    for prog, (task, overrides) in cases.items():
+        logs = tmp_path / f"logs_{prog}"
+        run_dir = logs / prog / "2026-01-01" / "00-00-00"
+        (run_dir / ".hydra").mkdir(parents=True)  # as Hydra leaves it before the task starts
+        (run_dir / ".hydra" / "config.yaml").write_text("{}\n")
+        (run_dir / f"{prog}.log").write_text("")
+        cfg = compose(*overrides, f"paths.log_dir={logs}", config_name=prog, output_dir=run_dir)
+        keys = modules[prog].RESULT_KEYS
+        extra = (predict.read_inputs,) if prog == "predict" else ()
+        errors = (InputError,) if prog == "predict" else ()
+        with pytest.raises(SystemExit) as exit_:
+            run_on_checkpoint(prog, task, cfg, keys, *extra, errors=errors)
+        assert exit_.value.code == 2, prog
+        assert not logs.exists() or not any(logs.iterdir()), prog  # nothing left behind
+        stderr = capsys.readouterr().err
+        assert stderr.count("\n") == 1 and stderr.startswith(f"{prog}: error: "), stderr
+        expected = "no digits could be read" if prog == "predict" else "no checkpoint file at"
+        assert expected in stderr, stderr

@@ -215,3 +215,26 @@ def test_resuming_a_finished_run_loses_no_figure(
     (resume,) = record.pop("resumes")
     assert record == earlier and record["val/f1_best"] > 0.1 and "train/loss" in record
     assert resume["status"] == "ok" and resume["resumed_from"] == str(last)
+
+
+def test_a_resume_appends_to_the_runs_csv(
+    trained_run: Path, tiny_data: Path, tmp_path: Path
+) -> None:
+    from mnistapp.cli.train import train
+
+    run_dir = _copy(trained_run, tmp_path)
+    history = run_dir / "csv" / "metrics.csv"
+    earlier = history.read_text().splitlines()
+    last = run_dir / "checkpoints" / "last.ckpt"
+    cfg = compose(
+        *tiny_overrides(tiny_data, tmp_path),
+        f"ckpt_path={last}",
+        "trainer.max_epochs=3",
+        output_dir=run_dir,
+    )
+    assert run_task(train, cfg, ())["epochs"] == 3
+    rows = history.read_text().splitlines()
+    # the two epochs trained before are kept, row for row; the third epoch follows
+    assert rows[: len(earlier)] == earlier and len(rows) > len(earlier)
+    epoch = rows[0].split(",").index("epoch")
+    assert "2" in {row.split(",")[epoch] for row in rows[len(earlier) :]}

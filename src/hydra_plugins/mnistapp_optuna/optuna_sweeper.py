@@ -7,8 +7,9 @@ ordinary multirun job with ``tune.trial=<number>``, run by the configured launch
 sweepers only in the ``hydra_plugins`` namespace package, hence this module's home (docs/SWEEPS.md).
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: Hydra's plugin scan executes this module outside
+# sys.modules, where a dataclass with string annotations fails (dataclasses._is_type, installed
+# from a wheel rather than editable).
 import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -24,7 +25,6 @@ from hydra.types import HydraContext, TaskFunction
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from hydra_plugins.mnistapp_optuna.resume_sweeper import ResumeSweeper
 from mnistapp.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -147,9 +147,13 @@ class OptunaSweeper(Sweeper):
         if self.storage and self.storage.startswith(SQLITE):
             # a first search makes its database, folder included (outputs/ on a fresh clone)
             Path(self.storage[len(SQLITE) :]).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            storage = optuna.storages.get_storage(self.storage)
+        except Exception as err:  # SQLAlchemy's: an unknown dialect, a malformed URL
+            raise ConfigError(f"tune.storage={self.storage} cannot be opened: {err}") from None
         study = optuna.create_study(
             study_name=self.study_name,
-            storage=self.storage,
+            storage=storage,
             direction=self.direction,
             pruner=instantiate(self.pruner) if self.pruner else None,
             load_if_exists=True,
@@ -205,8 +209,3 @@ class OptunaSweeper(Sweeper):
             log.info("Best trial %d: %s = %.4g with %s",
                      best.number, self.metric, best.value, best.params)  # fmt: skip
         OmegaConf.save(OmegaConf.create(results), sweep_dir / RESULTS_FILE)
-
-
-# an editable install hides this package from Hydra's plugin scan: cli/train.py registers
-# OptunaSweeper by hand, and importing this module makes the resume sweeper known with it
-Plugins.instance().register(ResumeSweeper)

@@ -1,9 +1,7 @@
 """``python eval.py ckpt_path=<file>``: test a checkpoint on the test set (``data=``), with figures.
 
-The architecture and the class names are rebuilt from the checkpoint (``model=`` only asserts
-it), the test set is run by Lightning's ``Trainer.test`` and the record (accuracy, macro F1,
-per-class F1 by class name, confusion matrix) goes to ``metrics.json`` in the run directory, next
-to the figures.
+The model and its class names come from the checkpoint (``model=`` only asserts it); the record
+goes to ``metrics.json`` in the run directory, next to the figures.
 """
 
 from __future__ import annotations
@@ -81,7 +79,6 @@ def hydra_main(cfg: DictConfig) -> None:
     run_on_checkpoint("eval", evaluate, cfg, RESULT_KEYS)
 
 
-# the console script and `python -m`: Hydra's own errors become one line (cli.task)
 main = entry_point("eval", hydra_main)
 
 if __name__ == "__main__":

@@ -1,9 +1,8 @@
-"""``mnistapp-export ckpt_path=<file> format=onnx|torchscript``: a deployable model.
+"""``mnistapp-export ckpt_path=<file> format=onnx|torchscript``: the bare network, deployable.
 
-The exported model is the bare network: input ``image`` float ``[batch, 1, H, W]`` normalised
-with the training mean/std (recorded in the file's metadata), output ``logits [batch, 10]``; the
-batch axis is dynamic. After writing, the file is loaded back (onnxruntime for ONNX) and compared
-with PyTorch on a batch of test digits; a difference above ``tolerance`` fails the export.
+Input ``image`` float ``[batch, 1, H, W]`` normalised as in training (the mean/std are in the
+file's metadata), output ``logits``, dynamic batch axis. The file is loaded back and compared with
+PyTorch on test digits; a difference above ``tolerance`` fails the export.
 """
 
 from __future__ import annotations
@@ -11,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +18,7 @@ import hydra
 from omegaconf import DictConfig
 
 from mnistapp.cli.task import entry_point, run_on_checkpoint
+from mnistapp.errors import DataSourceError
 
 if TYPE_CHECKING:
     import torch
@@ -28,37 +29,16 @@ log = logging.getLogger(__name__)
 
 RESULT_KEYS = ("model", "format", "path", "max_abs_diff", "verify_batch")
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt"}
+Runner = Callable[["torch.Tensor"], Any]  # the exported file, loaded back
 
 
 class ExportError(RuntimeError):
     """The exported model does not reproduce PyTorch's outputs."""
 
 
-def verification_batch(cfg: DictConfig, restored: Restored) -> tuple[torch.Tensor, str]:
-    """Normalised test digits when MNIST is at hand (never downloaded here), else noise."""
-    import torch
-    from hydra.utils import instantiate
-
-    from mnistapp.data.sources import DataSourceError
-
-    n = cfg.verify_batch
-    try:
-        datamodule = instantiate(cfg.data, download=False)
-        datamodule.prepare_data()
-        datamodule.setup("test")
-        images = next(iter(datamodule.test_dataloader()))[0][:n]
-        source = "test digits"
-    except (DataSourceError, OSError, ValueError) as err:
-        log.warning("MNIST is not available (%s); verifying on random images", err)
-        generator = torch.Generator().manual_seed(0)
-        size = restored.image_size
-        images = torch.randint(0, 256, (n, size, size), dtype=torch.uint8, generator=generator)
-        source = "random images"
-    return restored.normalize(images.cpu()), source
-
-
-def export_onnx(net: torch.nn.Module, example: torch.Tensor, path: Path, meta: dict) -> None:
-    """ONNX via the dynamo exporter, one self-contained file, dynamic batch axis."""
+def export_onnx(net: torch.nn.Module, example: torch.Tensor, path: Path, meta: dict) -> Runner:
+    """ONNX via the dynamo exporter, one self-contained file; run back by onnxruntime."""
+    import onnxruntime as ort
     import torch
 
     # the exporter's passes log every step at INFO, which Hydra's console logging would show
@@ -75,16 +55,13 @@ def export_onnx(net: torch.nn.Module, example: torch.Tensor, path: Path, meta: d
     )
     program.model.metadata_props.update({k: str(v) for k, v in meta.items()})
     program.save(path, external_data=False)
-
-
-def run_onnx(path: Path, x: torch.Tensor) -> Any:
-    import onnxruntime as ort
-
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+    return lambda x: session.run(None, {"image": x.numpy()})[0]
 
 
-def export_torchscript(net: torch.nn.Module, example: torch.Tensor, path: Path, meta: dict) -> None:
+def export_torchscript(
+    net: torch.nn.Module, example: torch.Tensor, path: Path, meta: dict
+) -> Runner:
     """TorchScript by tracing (the zoo's forward has no data-dependent control flow)."""
     import torch
 
@@ -93,31 +70,34 @@ def export_torchscript(net: torch.nn.Module, example: torch.Tensor, path: Path, 
         warnings.simplefilter("ignore", FutureWarning)
         traced = torch.jit.trace(net, example)
         torch.jit.save(traced, str(path), _extra_files={"mnistapp.json": json.dumps(meta)})
-
-
-def run_torchscript(path: Path, x: torch.Tensor) -> Any:
-    import torch
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
         loaded = torch.jit.load(str(path), map_location="cpu")
-    with torch.inference_mode():
-        return loaded(x).numpy()
+    return lambda x: loaded(x).detach().numpy()
 
 
-FORMATS = {"onnx": (export_onnx, run_onnx), "torchscript": (export_torchscript, run_torchscript)}
+FORMATS = {"onnx": export_onnx, "torchscript": export_torchscript}
 
 
 def export(cfg: DictConfig, restored: Restored) -> dict[str, Any]:
     """Write the network in ``cfg.format``, check it against PyTorch, return the run record."""
     import numpy as np
     import torch
+    from hydra.utils import instantiate
 
-    write, run = FORMATS[cfg.format]
     path = Path(cfg.output or Path(cfg.paths.output_dir) / f"model{SUFFIXES[cfg.format]}")
     path.parent.mkdir(parents=True, exist_ok=True)
     net = restored.module.net.cpu().eval()
-    x, source = verification_batch(cfg, restored)
+    try:  # test digits when the data is at hand (never downloaded here), else noise
+        datamodule = instantiate(cfg.data, download=False)
+        datamodule.prepare_data()
+        datamodule.setup("test")
+        x, source = next(iter(datamodule.test_dataloader()))[0][: cfg.verify_batch], "test digits"
+    except (DataSourceError, OSError, ValueError) as err:
+        log.warning("The data is not available (%s); verifying on random images", err)
+        shape = (cfg.verify_batch, restored.image_size, restored.image_size)
+        generator = torch.Generator().manual_seed(0)
+        x = torch.randint(0, 256, shape, dtype=torch.uint8, generator=generator)
+        source = "random images"
+    x = restored.normalize(x.cpu())
     meta = {
         "model": restored.model_name,
         "checkpoint": str(restored.path),
@@ -125,10 +105,10 @@ def export(cfg: DictConfig, restored: Restored) -> dict[str, Any]:
         **restored.normalization,
     }
     # a batch of 2 to trace with, so the exporter cannot mistake the batch size for a constant
-    write(net, x[:2], path, meta)
+    run = FORMATS[cfg.format](net, x[:2], path, meta)
     with torch.inference_mode():
         expected = net(x).numpy()
-    diff = float(np.abs(run(path, x) - expected).max())
+    diff = float(np.abs(run(x) - expected).max())
     log.info("%s vs PyTorch on %d %s: max abs difference %.3g", path.name, len(x), source, diff)
     if not diff <= cfg.tolerance:
         raise ExportError(f"{path} differs from PyTorch by {diff:.3g} > tolerance {cfg.tolerance}")
@@ -149,7 +129,6 @@ def hydra_main(cfg: DictConfig) -> None:
     run_on_checkpoint("export", export, cfg, RESULT_KEYS)
 
 
-# the console script and `python -m`: Hydra's own errors become one line (cli.task)
 main = entry_point("export", hydra_main)
 
 if __name__ == "__main__":

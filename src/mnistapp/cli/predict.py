@@ -1,15 +1,10 @@
-"""``mnistapp-predict ckpt_path=<file> inputs=<file|dir|glob>``: classify your own digits.
-
-Files are read and converted to MNIST-style digits by :mod:`mnistapp.data.inputs`, at the image
-size the checkpoint was trained on; files that cannot be read are reported and skipped.
-Predictions (label, class name, probability, top 3 labels) go to ``predictions.csv`` in the run
-directory and are printed.
-"""
+"""``mnistapp-predict ckpt_path=<file> inputs=<file|dir|glob>``: your digits' classes, as CSV."""
 
 from __future__ import annotations
 
 import csv
 import io
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,11 +13,13 @@ import numpy as np
 from omegaconf import DictConfig
 
 from mnistapp.cli.task import entry_point, run_on_checkpoint
-from mnistapp.data.inputs import InputError, find_inputs, iter_digits
+from mnistapp.data.inputs import InputError, find_inputs, read_digits
 from mnistapp.files import atomic_write
 
 if TYPE_CHECKING:
     from mnistapp.training.checkpoints import Restored
+
+log = logging.getLogger(__name__)
 
 RESULT_KEYS = ("model", "images", "skipped", "predictions")
 
@@ -31,8 +28,13 @@ def read_inputs(cfg: DictConfig, restored: Restored) -> dict[str, Any]:
     """The digits of ``cfg.inputs`` at the checkpoint's image size, and the files skipped."""
     if not cfg.get("inputs"):
         raise InputError("no inputs given: add inputs=<file|dir|glob>")
-    skipped: dict[str, str] = {}
-    named = list(iter_digits(find_inputs(cfg.inputs), skipped, restored.image_size))
+    named, skipped = [], {}
+    for path in find_inputs(cfg.inputs):
+        try:
+            named += read_digits(path, restored.image_size)
+        except InputError as err:  # reported and skipped, not fatal
+            skipped[str(path)] = str(err)
+            log.warning("Skipping %s: %s", path, err)
     if not named:
         raise InputError(f"no digits could be read from inputs={cfg.inputs}")
     return {"named": named, "skipped": skipped}
@@ -44,8 +46,8 @@ def predict(
     """Classify the ``(name, uint8 image)`` digits; write ``predictions.csv``; return the record."""
     import torch
 
-    names = [name for name, _ in named]
-    images = torch.from_numpy(np.stack([image for _, image in named]))
+    names, images = zip(*named, strict=True)
+    images = torch.from_numpy(np.stack(images))
     net = restored.module.net.eval()
     with torch.inference_mode():
         probs = torch.cat(
@@ -88,7 +90,6 @@ def hydra_main(cfg: DictConfig) -> None:
     run_on_checkpoint("predict", predict, cfg, RESULT_KEYS, read_inputs, errors=(InputError,))
 
 
-# the console script and `python -m`: Hydra's own errors become one line (cli.task)
 main = entry_point("predict", hydra_main)
 
 if __name__ == "__main__":

@@ -337,7 +337,7 @@ def _main() -> Any:
 
 
 def _register_sweeper() -> None:
-    """Make ``hydra/sweeper=optuna`` known to Hydra also in an editable install.
+    """Make ``hydra/sweeper=optuna`` and ``resume`` known to Hydra also in an editable install.
 
     Hydra finds plugins by listing the ``hydra_plugins`` namespace package, and the finder of an
     editable install (``pip install -e .``) hides our module from that listing.
@@ -345,8 +345,10 @@ def _register_sweeper() -> None:
     from hydra.core.plugins import Plugins
 
     from hydra_plugins.mnistapp_optuna.optuna_sweeper import OptunaSweeper
+    from hydra_plugins.mnistapp_optuna.resume_sweeper import ResumeSweeper
 
-    Plugins.instance().register(OptunaSweeper)
+    for sweeper in (OptunaSweeper, ResumeSweeper):
+        Plugins.instance().register(sweeper)
 
 
 # the console script and `python -m`: Hydra's own errors become one line (cli.task)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import lightning as L
@@ -11,39 +12,32 @@ from torch import Tensor
 
 from mnistapp.data.sources import DATASETS, ensure_dataset
 from mnistapp.data.transforms import MNIST_MEAN, MNIST_STD, RandomAffine, normalize
+from mnistapp.errors import DataSourceError
 
 
+@dataclass(eq=False, repr=False)
 class TensorBatchLoader:
     """Batches by slicing resident tensors with a (shuffled) index: no per-image ``__getitem__``.
 
-    Each rank takes every ``world_size``-th index of one permutation shared by all ranks (same
-    seed), so shards are disjoint. The permutation is a function of ``seed`` and the epoch alone,
-    so a run resumed at epoch ``e`` shuffles exactly as it would have. Training shards are trimmed
-    to equal length, as DDP needs the same number of steps on every rank; evaluation shards keep
-    every sample (metrics sync exactly).
+    Rank ``r`` takes every ``world_size``-th index of one permutation of ``seed`` + epoch (so a
+    resumed run shuffles as it would have). Training shards are trimmed to equal length (DDP needs
+    the same step count on every rank); evaluation shards keep every sample.
     """
 
-    def __init__(
-        self,
-        images: Tensor,
-        labels: Tensor,
-        batch_size: int,
-        shuffle: bool = False,
-        seed: int = 0,
-        rank: int = 0,
-        world_size: int = 1,
-        equal_shards: bool = False,
-        epoch_source: Callable[[], int] | None = None,
-    ) -> None:
-        self.images, self.labels = images, labels
-        self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
-        self.rank, self.world_size, self.equal_shards = rank, world_size, equal_shards
-        self.epoch = 0
-        # the trainer's epoch, when training: the shuffle then follows it, also after a resume
-        self.epoch_source = epoch_source
-        # the current pass: its epoch and how many batches it has handed out (mid-epoch resume)
-        self._pass = {"epoch": 0, "position": 0}
-        self._resume_at: dict[str, int] | None = None
+    images: Tensor
+    labels: Tensor
+    batch_size: int
+    shuffle: bool = False
+    seed: int = 0
+    rank: int = 0
+    world_size: int = 1
+    equal_shards: bool = False
+    # the trainer's epoch, when training: the shuffle then follows it, also after a resume
+    epoch_source: Callable[[], int] | None = None
+    epoch: int = field(default=0, init=False)
+    # the current pass: its epoch and how many batches it has handed out (mid-epoch resume)
+    _pass: dict[str, int] = field(default_factory=lambda: {"epoch": 0, "position": 0}, init=False)
+    _resume_at: dict[str, int] | None = field(default=None, init=False)
 
     def state_dict(self) -> dict[str, int]:
         """Where the current pass stands; Lightning keeps it in its checkpoints."""
@@ -85,16 +79,9 @@ class TensorBatchLoader:
 
 
 class MNISTDataModule(L.LightningDataModule):
-    """MNIST or Fashion-MNIST (``dataset``) as tensors: 60k train (minus a seeded validation split)
-    and the 10k test set.
+    """MNIST or Fashion-MNIST as resident uint8 tensors, normalised and augmented on the device.
 
-    Batches leave the loader as uint8 ``[B, 28, 28]`` and are normalised on the device they land on
-    (``on_after_batch_transfer``); on CUDA the whole uint8 dataset is moved to the GPU once.
-    ``num_classes``, ``channels`` and ``image_size`` describe the data to the models (their
-    configs read them); ``setup`` checks that the files match them. ``class_names`` name the
-    labels ``0..num_classes-1`` in figures and records (default: the digits). ``augment``
-    (``{degrees, translate, scale}``, see :class:`~mnistapp.data.transforms.RandomAffine`) moves
-    each training image at random, on the device, before normalisation; None leaves them be.
+    ``num_classes``, ``channels``, ``image_size`` describe the data (``setup`` checks the files).
     """
 
     def __init__(
@@ -119,12 +106,7 @@ class MNISTDataModule(L.LightningDataModule):
         super().__init__()
         if dataset not in DATASETS:
             raise ValueError(f"data.dataset must be one of {sorted(DATASETS)}, got {dataset!r}")
-        if batch_size < 1 or eval_batch_size < 1:
-            raise ValueError(f"data.batch_size must be >= 1, got {batch_size}/{eval_batch_size}")
-        if val_size < 0:
-            raise ValueError(f"data.val_size must be >= 0, got {val_size}")
-        if std <= 0:
-            raise ValueError(f"data.std must be > 0, got {std}")
+        # cli.schema checks batch sizes, mean and std; setup checks val_size against the files
         names = [str(i) for i in range(num_classes)] if class_names is None else class_names
         if isinstance(names, str) or len(names) != num_classes or len(set(names)) != len(names):
             raise ValueError(
@@ -146,46 +128,48 @@ class MNISTDataModule(L.LightningDataModule):
 
     def prepare_data(self) -> None:
         """Materialise the verified IDX files (once per node, before any rank reads them)."""
-        ensure_dataset(
-            DATASETS[self.hparams.dataset],
-            self.hparams.data_dir,
-            download=self.hparams.download,
-            verify=self.hparams.verify,
-        )
+        hp = self.hparams
+        ensure_dataset(DATASETS[hp.dataset], hp.data_dir, download=hp.download, verify=hp.verify)
 
     def setup(self, stage: str | None = None) -> None:
-        """Load the IDX files through torchvision's reader and split off the validation set."""
+        """Read the IDX files with torchvision's readers and split off the validation set."""
         if self.data:
             return
-        import torchvision.datasets
+        from torchvision.datasets.mnist import read_image_file, read_label_file
 
-        # torchvision's MNIST or FashionMNIST: the reader of <root>/<folder>/raw
-        reader = getattr(torchvision.datasets, DATASETS[self.hparams.dataset].folder)
-        root = self.hparams.data_dir
-        train, test = reader(root, train=True), reader(root, train=False)
-        size, classes = self.hparams.image_size, self.hparams.num_classes
-        if self.hparams.channels != 1:
-            raise ValueError(f"IDX images have 1 channel, data.channels={self.hparams.channels}")
-        if tuple(train.data.shape[1:]) != (size, size):
-            raise ValueError(f"images are {tuple(train.data.shape[1:])}, data.image_size={size}")
-        highest = int(max(train.targets.max(), test.targets.max()))
-        if highest >= classes:
-            raise ValueError(f"labels go up to {highest}, data.num_classes={classes}")
-        n_val = self.hparams.val_size
-        if not 0 <= n_val < len(train.targets):
-            raise ValueError(f"data.val_size={n_val} must be below the {len(train.targets)} images")
-        perm = torch.randperm(
-            len(train.targets), generator=torch.Generator().manual_seed(self.hparams.split_seed)
-        )
-        val_idx, train_idx = perm[:n_val], perm[n_val:]
+        hp = self.hparams
+        raw = DATASETS[hp.dataset].raw(hp.data_dir)
+
+        def read(name: str) -> Tensor:
+            try:
+                return (read_label_file if "labels" in name else read_image_file)(str(raw / name))
+            except (AssertionError, OSError, TypeError, ValueError, RuntimeError) as err:
+                # torchvision asserts on a bad IDX header (data.verify=false lets such a file in)
+                raise DataSourceError(
+                    f"{raw / name} is not an IDX file torchvision can read "
+                    f"({type(err).__name__}: {err})"
+                ) from None
+
+        kinds = ("images-idx3-ubyte", "labels-idx1-ubyte")
+        x, y, *test = [read(f"{split}-{kind}") for split in ("train", "t10k") for kind in kinds]
+        size, n_val = hp.image_size, hp.val_size
+        if hp.channels != 1:
+            raise ValueError(f"IDX images have 1 channel, data.channels={hp.channels}")
+        if tuple(x.shape[1:]) != (size, size):
+            raise ValueError(f"images are {tuple(x.shape[1:])}, data.image_size={size}")
+        highest = int(max(y.max(), test[1].max()))
+        if highest >= hp.num_classes:
+            raise ValueError(f"labels go up to {highest}, data.num_classes={hp.num_classes}")
+        if not 0 <= n_val < len(y):
+            raise ValueError(f"data.val_size={n_val} must be below the {len(y)} images")
+        perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(hp.split_seed))
+        val, train = perm[:n_val], perm[n_val:]
         device = self.trainer.strategy.root_device if self.trainer is not None else None
         keep = device if device is not None and device.type == "cuda" else torch.device("cpu")
-        splits = {
-            "train": (train.data[train_idx], train.targets[train_idx]),
-            "val": (train.data[val_idx], train.targets[val_idx]),
-            "test": (test.data, test.targets),
+        splits = {"train": (x[train], y[train]), "val": (x[val], y[val]), "test": tuple(test)}
+        self.data = {
+            k: (images.to(keep), labels.to(keep)) for k, (images, labels) in splits.items()
         }
-        self.data = {k: (x.to(keep), y.to(keep)) for k, (x, y) in splits.items()}
 
     def _loader(self, split: str, train: bool = False) -> TensorBatchLoader:
         trainer = self.trainer

