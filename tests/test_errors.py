@@ -231,6 +231,22 @@ def test_bad_command_lines_are_one_line(tmp_path: Path, override: str, message: 
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_bad_search_storage_is_one_line(tmp_path: Path) -> None:
+    line = _refused(
+        "train.py", f"paths.log_dir={tmp_path}", "hparams_search=optuna", "tune.storage=foo://bar"
+    )
+    assert line.startswith("train: error: tune.storage=foo://bar cannot be opened: "), line
+
+
+def test_ddp_with_too_few_validation_batches_is_one_line(tiny_data: Path, tmp_path: Path) -> None:
+    """debug=limit keeps a fraction of the batches: under DDP each rank has too few."""
+    line = _refused(
+        "train.py", *tiny_overrides(tiny_data, tmp_path), "model=mlp", "trainer=ddp_cpu",
+        "debug=limit",
+    )  # fmt: skip
+    assert line.startswith("train: error: trainer: You requested to check 0.2 of the"), line
+
+
 def test_developers_still_get_everything(tiny_data: Path, tmp_path: Path) -> None:
     proc = run_cli(
         "train.py", *tiny_overrides(tiny_data, tmp_path), "model=nonexistent", check=False

@@ -302,3 +302,31 @@ def test_a_run_that_cannot_start_wandb_goes_on(
     assert caplog.text.count("W&B logging is off for the rest of this run") == 1, caplog.text
     assert "W&B: starting the run failed (CommError: server unreachable)" in caplog.text
     assert (out / "csv" / "metrics.csv").is_file() and (out / "curves.png").is_file()
+
+
+def test_step_curves_reach_the_offline_run(
+    tiny_data: Path, tmp_path: Path, wandb_env: dict[str, str]
+) -> None:
+    """240 steps at log_every_n_steps=20: the loss and the learning rate every 20 steps."""
+    out = tmp_path / "run"
+    train_here(
+        "logger=wandb",
+        *tiny_overrides(tiny_data, tmp_path),
+        "model=mlp",
+        "scheduler=onecycle",
+        "data.val_size=120",
+        "data.batch_size=4",
+        "trainer.log_every_n_steps=20",
+        "plots.enabled=false",
+        output_dir=out,
+    )
+    (run_dir,) = (out / "wandb").glob("offline-run-*")
+    (path,) = run_dir.glob("run-*.wandb")
+    rows = [
+        {item.key or "/".join(item.nested_key) for item in record.history.item}
+        for record in read_records(path)
+        if record.WhichOneof("record_type") == "history"
+    ]
+    # a step point holds train/loss without the epoch figures (train/f1)
+    assert sum("train/loss" in row and "train/f1" not in row for row in rows) >= 10
+    assert sum(any(key.startswith("lr-") for key in row) for row in rows) >= 10
