@@ -102,11 +102,18 @@ def run_module(
     return _run_python(["-m", module, *args], timeout, check, env)
 
 
+def train_here(*overrides: str, output_dir: Path) -> dict[str, Any]:
+    """``python train.py overrides...`` in this process, into ``output_dir``: its record."""
+    from mnistapp.cli.task import run_task
+    from mnistapp.cli.train import RESULT_KEYS, train
+
+    return run_task(train, compose(*overrides, output_dir=output_dir), RESULT_KEYS)
+
+
 def train_tiny(data_dir: Path, log_dir: Path, *extra: str) -> Path:
-    """Train the tiny LeNet with ``train.py``; return its run directory."""
-    run_cli("train.py", *tiny_overrides(data_dir, log_dir), *extra)
-    (metrics,) = log_dir.glob("*/*/metrics.json")
-    return metrics.parent
+    """Train the tiny LeNet in this process; return its run directory (``log_dir/run``)."""
+    train_here(*tiny_overrides(data_dir, log_dir), *extra, output_dir=log_dir / "run")
+    return log_dir / "run"
 
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

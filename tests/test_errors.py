@@ -18,7 +18,7 @@ import yaml
 from mnistapp.cli.schema import Preflight
 from mnistapp.cli.task import hydra_error_message, run_task
 from mnistapp.training.checkpoints import load_checkpoint
-from tests.helpers import ROOT, compose, run_cli, run_module, tiny_overrides
+from tests.helpers import ROOT, compose, run_cli, run_module, tiny_overrides, train_here
 
 NO_DEVELOPER = {"HYDRA_FULL_ERROR": "0"}  # the test runner sets it; users do not
 
@@ -328,23 +328,22 @@ def test_a_refused_eval_is_one_line_and_leaves_no_folder(tiny_data: Path, tmp_pa
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_diverging_run_stops_with_epoch_step_and_loss(tiny_data: Path, tmp_path: Path) -> None:
-    proc = run_cli(
-        "train.py",
-        *tiny_overrides(tiny_data, tmp_path),
-        "model=mlp",
-        "optimizer.lr=1e9",
-        check=False,
-        env=NO_DEVELOPER,
-    )
-    assert proc.returncode == 1 and "Traceback" not in proc.stderr
-    line = proc.stderr.strip().splitlines()[-1]  # after Lightning's own warnings
+def test_a_diverging_run_stops_with_epoch_step_and_loss(
+    tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    overrides = (*tiny_overrides(tiny_data, tmp_path), "model=mlp", "optimizer.lr=1e9")
+    with pytest.raises(SystemExit) as exit_info:
+        train_here(*overrides, output_dir=tmp_path / "run")
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    line = err.strip().splitlines()[-1]  # after Lightning's own warnings
     assert re.fullmatch(
         r"train: training diverged at epoch 0, step \d+: loss \S+ \(non-finite or above "
         r"max_loss=1000\); try a lower optimizer.lr",
         line,
     ), line
-    (metrics,) = tmp_path.glob("*/*/metrics.json")
+    metrics = tmp_path / "run" / "metrics.json"
     record = json.loads(metrics.read_text())
     assert record["status"] == "diverged" and record["error"] in line
     assert not list(metrics.parent.glob("checkpoints/*.ckpt"))  # stopped before any checkpoint
@@ -438,8 +437,8 @@ def test_a_killed_run_resumes_in_its_folder_to_the_same_result(
         ]
 
     steps = [o for o in when if "every_n_train_steps" in o]  # checkpoints do not change training
-    run_cli("train.py", *overrides(tmp_path / "whole"), *steps)
-    (whole,) = (tmp_path / "whole").glob("*/*/metrics.json")
+    train_here(*overrides(tmp_path / "whole"), *steps, output_dir=tmp_path / "whole" / "run")
+    whole = tmp_path / "whole" / "run" / "metrics.json"
 
     marker = tmp_path / "killed-once"
     sigterm = "+callbacks.killer.signum=15" in when

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
-from tests.helpers import ROOT, compose, run_cli, tiny_overrides
+from tests.helpers import ROOT, compose, run_cli, tiny_overrides, train_here
 
 
 def _single_run_dir(log_dir: Path) -> Path:
@@ -128,20 +128,19 @@ def test_ddp_cpu_two_processes(tiny_data: Path, tmp_path: Path) -> None:
     assert sum(map(sum, metrics["test/confusion"])) == 200
 
 
-def test_runs_without_any_logger_and_overfit_preset(tiny_data: Path, tmp_path: Path) -> None:
+def test_runs_without_any_logger_and_overfit_preset(
+    tiny_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # W&B switched off leaves the trainer logger-less: the LR monitor must not abort the run
-    run_cli(
-        "train.py",
-        *tiny_overrides(tiny_data, tmp_path),
-        "logger=wandb",
-        env={"WANDB_MODE": "disabled"},
-    )
-    assert json.loads((_single_run_dir(tmp_path) / "metrics.json").read_text())["status"] == "ok"
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    overrides = (*tiny_overrides(tiny_data, tmp_path), "plots.enabled=false")
+    record = train_here(*overrides, "logger=wandb", output_dir=tmp_path / "no-logger")
+    assert record["status"] == "ok"
     # overfit_batches: the same batches every epoch, so training loss falls well below the start
-    out = tmp_path / "overfit"
-    run_cli("train.py", *tiny_overrides(tiny_data, out), "debug=overfit", "trainer.max_epochs=10")
-    metrics = json.loads((_single_run_dir(out) / "metrics.json").read_text())
-    assert metrics["status"] == "ok" and metrics["train/loss"] < 0.5
+    record = train_here(
+        *overrides, "debug=overfit", "trainer.max_epochs=10", output_dir=tmp_path / "overfit"
+    )
+    assert record["status"] == "ok" and record["train/loss"] < 0.5
 
 
 def test_speedrun_experiment_composes_and_trains(tiny_data: Path, tmp_path: Path) -> None:
