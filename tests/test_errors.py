@@ -59,6 +59,7 @@ def _refused(script: str, *args: str) -> str:
             "channels_last=maybe",
             "train: error: channels_last must be one of [True, False] (got 'maybe')",
         ),
+        ("compile=maybe", "train: error: compile must be one of [True, False] (got 'maybe')"),
         ("max_loss=0", "train: error: max_loss must be a finite number > 0 (got 0)"),
         ("trainer.accelerator=gpu", "train: error: trainer.accelerator=gpu needs a GPU"),
         (
@@ -245,6 +246,24 @@ def test_ddp_with_too_few_validation_batches_is_one_line(tiny_data: Path, tmp_pa
         "debug=limit",
     )  # fmt: skip
     assert line.startswith("train: error: trainer: You requested to check 0.2 of the"), line
+
+
+def test_compile_where_torch_compile_cannot_run_is_one_line(
+    tiny_data: Path, tmp_path: Path
+) -> None:
+    """No C++ compiler for the CPU backend: stopped before the first step, in one line."""
+    proc = run_cli(
+        "train.py", *tiny_overrides(tiny_data, tmp_path), "model=mlp", "compile=true",
+        check=False, env={**NO_DEVELOPER, "CXX": "/nonexistent/g++"},
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    (line,) = [line for line in proc.stderr.splitlines() if line.startswith("train: ")]
+    assert line.startswith("train: error: compile=true: torch.compile cannot run here: "), line
+    assert "Traceback" not in proc.stderr and "C++ compiler" in line
+    (metrics,) = tmp_path.glob("*/*/metrics.json")  # the run had started: it is recorded
+    record = json.loads(metrics.read_text())
+    assert record["status"] == "failed"
+    assert record["error"].endswith(line.removeprefix("train: error: "))
 
 
 def test_developers_still_get_everything(tiny_data: Path, tmp_path: Path) -> None:

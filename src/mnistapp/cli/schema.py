@@ -97,6 +97,7 @@ RULES: dict[str, dict[str, Rule]] = {
         "trainer.check_val_every_n_epoch": COUNT,
         "max_loss": POSITIVE,
         "channels_last": Rule(choices=(True, False)),
+        "compile": Rule(choices=(True, False)),
         "callbacks.early_stopping.patience": Rule(True, 0),
         "callbacks.progress_bar.refresh_rate": Rule(True, 0),
     },

@@ -17,7 +17,7 @@ from torchmetrics.classification import (
     MulticlassF1Score,
 )
 
-from mnistapp.errors import DivergedError
+from mnistapp.errors import ConfigError, DivergedError
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +132,18 @@ class Classifier(L.LightningModule):
         loss = self._step(batch, "train")[0]
         self._window.append(loss.detach())
         return loss
+
+    def on_fit_start(self) -> None:
+        # torch.compile fails only at the first forward, inside a long traceback (no C++
+        # compiler, no Triton): try it on one op first, so that is one line
+        if self.hparams.compile:
+            try:
+                torch.compile(torch.neg)(torch.zeros(1, device=self.device))
+            except Exception as err:
+                reason = str(err).strip().splitlines()[0]
+                raise ConfigError(
+                    f"compile=true: torch.compile cannot run here: {reason}"
+                ) from None
 
     def on_train_start(self) -> None:
         self.start_epoch = self.current_epoch  # after a resume, the epoch it went on from
