@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import train_tiny, write_idx_dataset
+from tests.helpers import run_cli, tiny_overrides, write_idx_dataset
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -31,5 +31,9 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def trained_run(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One tiny LeNet run (2 epochs, figures on), shared by the eval/predict/export tests."""
-    return train_tiny(tiny_data, tmp_path_factory.mktemp("train"))
+    """One tiny LeNet run (2 epochs, figures on), shared by the eval/predict/export/resume tests:
+    through the command line, so its folder is a real Hydra run folder (``.hydra/``)."""
+    log_dir = tmp_path_factory.mktemp("train")
+    run_cli("train.py", *tiny_overrides(tiny_data, log_dir))
+    (metrics,) = log_dir.glob("*/*/metrics.json")
+    return metrics.parent
