@@ -1,9 +1,6 @@
 """The app's error types and what each means for a run: one table, no heavy imports.
 
-A user's mistake (a bad setting, missing data, a bad checkpoint or input file) is one line on
-stderr, ``<prog>: error: <message>``, and exit status 2; a run that diverged exits 1, with its
-one line ``<prog>: <message>``; any other exception is a bug (status ``failed``, a traceback, exit
-1). Every layer raises these; only the entry points (``cli/``) turn them into status and exit code.
+Every layer raises these; only the entry points (``cli/``) turn them into status and exit code.
 """
 
 from __future__ import annotations
@@ -32,7 +29,9 @@ class DivergedError(FloatingPointError):
     """Training produced a non-finite or exploding loss; the message names epoch, step and loss."""
 
 
-# exception -> (the run's status in metrics.json, exit status of a single run)
+# exception -> (the run's status in metrics.json, exit status of a single run): a user's mistake
+# is `<prog>: error: <message>` and 2, a diverged run `<prog>: <message>` and 1; anything else
+# is a bug (status failed, a traceback, exit 1)
 OUTCOMES: dict[type[Exception], tuple[str, int]] = {
     ConfigError: ("failed", 2),
     DataSourceError: ("failed", 2),
@@ -40,18 +39,13 @@ OUTCOMES: dict[type[Exception], tuple[str, int]] = {
     InputError: ("failed", 2),
     DivergedError: ("diverged", 1),
 }
-
-
 # mistakes found before the run started: a new run's folder is removed, no record is written
 REFUSALS = (ConfigError, CheckpointError, InputError)
 
 
 def outcome(err: BaseException) -> tuple[str, int] | None:
     """``(status, exit code)`` for one of our errors; None for anything else (a bug: re-raise)."""
-    for kind, result in OUTCOMES.items():
-        if isinstance(err, kind):
-            return result
-    return None
+    return next((result for kind, result in OUTCOMES.items() if isinstance(err, kind)), None)
 
 
 def fail(prog: str, message: object) -> NoReturn:

@@ -20,10 +20,8 @@ class NotARegularFileError(OSError):
 
 @contextmanager
 def atomic_open(path: Path) -> Iterator[BinaryIO]:
-    """Open a temp file beside ``path`` (so the rename is atomic: a crash, full disk or SIGKILL
-    leaves the old file or the new one); on success fsync it and rename it over ``path``. A
-    destination that is neither a file nor a link (``/dev/null``) is refused. Not ``mkstemp``
-    (owner-only): the result gets the user's umask."""
+    """A temp file beside ``path``, fsynced and renamed over it on success: a crash, full disk or
+    SIGKILL leaves the old file or the new one. Not ``mkstemp`` (owner-only): the user's umask."""
     path = Path(path)
     # a symbolic link is replaced, never followed: renaming over it leaves its target alone
     mode = os.lstat(path).st_mode if os.path.lexists(path) else stat.S_IFREG
@@ -49,6 +47,6 @@ def atomic_open(path: Path) -> Iterator[BinaryIO]:
 
 
 def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through :func:`atomic_open`."""
+    """Write ``data`` to ``path`` atomically (:func:`atomic_open`)."""
     with atomic_open(path) as f:
         f.write(data)

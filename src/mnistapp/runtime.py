@@ -1,5 +1,4 @@
-"""Where this process stands: its DDP rank, whether Hydra runs it as a multirun job, whether
-it was asked to stop (Ctrl-C, SIGTERM), and which code and packages it runs (provenance).
+"""Where this process stands: DDP rank, multirun or not, a stop signal, its code and packages.
 
 Light on imports (Lightning and Hydra are imported inside), since every entry point uses it.
 """
@@ -20,7 +19,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _stopped_by: list[signal.Signals] = []
 
 
@@ -39,20 +37,13 @@ def is_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
-def hydra_choice(group: str) -> str | None:
-    """The option chosen for a config group in this Hydra run (``model`` -> ``lenet``)."""
-    from hydra.core.hydra_config import HydraConfig
-
-    return HydraConfig.get().runtime.choices.get(group) if HydraConfig.initialized() else None
-
-
 @contextmanager
 def stop_on_signals() -> Iterator[None]:
     """While inside: Ctrl-C and SIGTERM stop the task, and are remembered (:func:`stopped_by`).
 
-    Inside ``Trainer.fit`` and ``test`` Lightning handles SIGTERM itself (it calls this handler
-    too): it stops at the next step boundary with ``SIGTERMException``, so the interrupt checkpoint
-    is that of a whole step. Elsewhere, and for Ctrl-C, a KeyboardInterrupt stops the task.
+    Inside ``fit`` and ``test`` Lightning handles SIGTERM itself (calling this handler too): it
+    stops at the next step with ``SIGTERMException``, so the interrupt checkpoint is that of a
+    whole step. Elsewhere, and for Ctrl-C, a KeyboardInterrupt stops the task.
     """
     if threading.current_thread() is not threading.main_thread():
         yield  # signal handlers belong to the main thread
@@ -64,7 +55,7 @@ def stop_on_signals() -> Iterator[None]:
             raise KeyboardInterrupt
 
     _stopped_by.clear()
-    previous = {sig: signal.signal(sig, stop) for sig in STOP_SIGNALS}
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
@@ -79,10 +70,7 @@ def stopped_by() -> signal.Signals | None:
 
 @functools.cache
 def provenance() -> dict[str, Any]:
-    """The code and packages of this run: git commit (and uncommitted changes), versions, host.
-
-    The commit is that of the checkout the package runs from; ``None`` for an installed wheel.
-    """
+    """This run's git commit (None for an installed wheel) and changes, versions and host."""
 
     def version(name: str) -> str | None:
         try:
@@ -117,20 +105,15 @@ def provenance() -> dict[str, Any]:
 
 def run_time(pattern: str = "%H-%M-%S-%f") -> str:
     """The run folder's last part: the time now, or ``slurm-<job>.<step>`` inside an ``srun``
-    step of several tasks.
-
-    ``srun -n 2 python train.py trainer=ddp_cpu`` starts every DDP rank itself, each composing
-    its own config: by time their folders would differ, by SLURM job and step they are one.
-    """
+    step of several tasks, where SLURM starts every DDP rank and each composes its own config."""
     if int(os.environ.get("SLURM_STEP_NUM_TASKS", "1")) > 1 and "SLURM_JOB_ID" in os.environ:
         return f"slurm-{os.environ['SLURM_JOB_ID']}.{os.environ.get('SLURM_STEP_ID', '0')}"
     return datetime.now().strftime(pattern)
 
 
 def register_resolvers() -> None:
-    """``${run_time:}`` for ``conf/hydra/default.yaml`` (cached like Hydra's ``${now:}``, so one
-    run's folder is one name however often it is resolved); ``${join:${tags}}``, a list as one
-    comma-separated string (an MLflow tag is one string)."""
+    """``${run_time:}`` (cached like ``${now:}``: one run, one folder name) and ``${join:${tags}}``
+    (a list as one comma-separated string: an MLflow tag is one string)."""
     from omegaconf import OmegaConf
 
     OmegaConf.register_new_resolver("run_time", run_time, use_cache=True, replace=True)
@@ -138,7 +121,7 @@ def register_resolvers() -> None:
 
 
 def device_name(device: Any) -> str:
-    """Where a run trained, for reports: the GPU's name, or the CPU and its core count."""
+    """Where a run trained: the GPU's name, or the CPU and its core count."""
     import torch
 
     if device.type == "cuda":

@@ -1,7 +1,6 @@
-"""``hydra/sweeper=resume``: a basic sweep again, in its own folder, running only its jobs that
-a signal stopped or that never started, each under its own job number (an interrupted job goes
-on from its ``last.ckpt``). The sweep summary prints the command
-(:func:`mnistapp.reporting.sweeps.resume_command`)."""
+"""``hydra/sweeper=resume``: a basic sweep again, in its folder, running only the jobs that a
+signal stopped or that never started, under their own numbers (an interrupted job goes on from
+its ``last.ckpt``); the sweep summary prints the command."""
 
 from __future__ import annotations
 

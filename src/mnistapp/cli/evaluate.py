@@ -1,8 +1,6 @@
 """``python eval.py ckpt_path=<file>``: test a checkpoint on the test set (``data=``), with figures.
 
-The model and its class names come from the checkpoint (``model=`` only asserts it); the record
-goes to ``metrics.json`` in the run directory, next to the figures.
-"""
+The model and its class names come from the checkpoint (``model=`` only asserts it)."""
 
 from __future__ import annotations
 
@@ -36,25 +34,20 @@ def evaluate(cfg: DictConfig, restored: Restored) -> dict[str, Any]:
     if cfg.get("matmul_precision"):
         torch.set_float32_matmul_precision(cfg.matmul_precision)
     # Normalise as in training, whatever data.mean/std say now.
-    datamodule: L.LightningDataModule = instantiate(cfg.data, **restored.normalization)
-    callbacks = []
-    if cfg.plots.enabled:
-        # the training run's per-epoch metrics, when the checkpoint still sits in its run dir
-        history = restored.path.parent.parent / "csv" / "metrics.csv"
-        callbacks += [
-            MisclassifiedDigits(),
-            FigureWriter(
-                cfg.paths.output_dir,
-                tsne=cfg.plots.tsne,
-                tsne_samples=cfg.plots.tsne_samples,
-                history_csv=history if history.is_file() else None,
-            ),
-        ]
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=False)
+    datamodule = instantiate(cfg.data, **restored.normalization)
+    # the training run's per-epoch metrics, when the checkpoint still sits in its run dir
+    history = restored.path.parent.parent / "csv" / "metrics.csv"
+    figures = FigureWriter(
+        cfg.paths.output_dir,
+        tsne=cfg.plots.tsne,
+        tsne_samples=cfg.plots.tsne_samples,
+        history_csv=history if history.is_file() else None,
+    )
+    callbacks = [MisclassifiedDigits(), figures] if cfg.plots.enabled else []
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=False)
     module = restored.module
     saved = module.hparams.get("class_names")
     if saved and list(saved) != list(getattr(datamodule, "class_names", saved)):
-        # e.g. a Fashion-MNIST model tested without data=fashion_mnist: say so, name its classes
         log.warning(
             "The checkpoint's classes (%s) are not the data's (%s): is data= the data set it was "
             "trained on? Figures and records use the checkpoint's names",

@@ -72,8 +72,9 @@ def predict(
     writer.writerows(rows)
     atomic_write(out, text.getvalue().encode())
     shown = text.getvalue().splitlines()[: cfg.print_rows + 1]
-    more = len(rows) - (len(shown) - 1)
-    print("\n".join(shown + ([f"... {more} more rows in {out}"] if more > 0 else [])), flush=True)
+    if len(rows) > cfg.print_rows:
+        shown.append(f"... {len(rows) - cfg.print_rows} more rows in {out}")
+    print("\n".join(shown), flush=True)
     return {
         "model": restored.model_name,
         "ckpt_path": str(restored.path),

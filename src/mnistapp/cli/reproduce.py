@@ -24,23 +24,22 @@ from pathlib import Path
 
 from mnistapp.reporting import reproduction
 
+COMMAND = "mnistapp-reproduce all --seeds 3   # or a few: mnistapp-reproduce mlp_* --seeds 3"
+
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mnistapp-reproduce", description=__doc__.splitlines()[0])
+    epilog = "Hydra overrides for every run go after --, e.g. -- trainer=gpu"
+    parser = argparse.ArgumentParser(
+        prog="mnistapp-reproduce", description=__doc__.splitlines()[0], epilog=epilog
+    )
     parser.add_argument(
-        "experiments",
-        nargs="*",
-        help="experiments with a claim: names, globs (lenet_*) or 'all'",
+        "experiments", nargs="*", help="experiments with a claim: names, globs (lenet_*) or 'all'"
     )
     parser.add_argument("--seeds", type=int, default=3, help="seeds 1..N per claim (3)")
+    root, out = Path("outputs/reproduction"), Path("docs/REPRODUCTION.md")
+    parser.add_argument("--root", type=Path, default=root, help="where the runs go")
     parser.add_argument(
-        "--root", type=Path, default=Path("outputs/reproduction"), help="where the runs go"
-    )
-    parser.add_argument(
-        "--out",
-        type=Path,
-        default=Path("docs/REPRODUCTION.md"),
-        help="the report (and pareto.png beside it)",
+        "--out", type=Path, default=out, help="the report (and pareto.png beside it)"
     )
     parser.add_argument(
         "--data",
@@ -51,23 +50,15 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--report-only", action="store_true", help="run nothing; rebuild the report"
     )
-    parser.epilog = "Hydra overrides for every run go after --, e.g. -- trainer=gpu"
     return parser
 
 
 def run_experiment(name: str, seeds: int, root: Path, overrides: Sequence[str]) -> int:
     """One multirun of ``name`` over ``seeds`` seeds; its output goes to a log file."""
     sweep = root / name / datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
-    argv = [
-        sys.executable,
-        "-m",
-        "mnistapp.cli.train",
-        "-m",
-        f"experiment={name}",
-        f"seed={','.join(str(s) for s in range(1, seeds + 1))}",
-        f"hydra.sweep.dir={sweep}",
-        *overrides,
-    ]
+    seed_list = ",".join(str(s) for s in range(1, seeds + 1))
+    argv = [sys.executable, "-m", "mnistapp.cli.train", "-m", f"experiment={name}"]
+    argv += [f"seed={seed_list}", f"hydra.sweep.dir={sweep}", *overrides]
     sweep.mkdir(parents=True, exist_ok=True)
     with open(sweep / "reproduce.log", "w") as log:
         log.write(shlex.join(argv) + "\n")
@@ -87,11 +78,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--seeds must be >= 1 (got {opts.seeds})")
     other_data = opts.data != "mnist"
     root = opts.root / opts.data if other_data else opts.root
-    known = reproduction.claimed_experiments()
+    known = list(dict.fromkeys(p.experiment for p in reproduction.load_claims()))
     if other_data:  # no published figure to compare with: any experiment
         known = sorted(p.name.removesuffix(".yaml") for p in reproduction.EXPERIMENTS.iterdir())
         root.mkdir(parents=True, exist_ok=True)
         (root / ".data").touch()  # marks a data set's folder for the report
+        overrides = [f"data={opts.data}", *overrides]
     try:
         chosen = [] if opts.report_only else reproduction.select(opts.experiments, known)
     except ValueError as err:
@@ -102,13 +94,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     for i, name in enumerate(chosen, 1):
         start = time.perf_counter()
         print(f"[{i}/{len(chosen)}] {name}: {opts.seeds} seeds ...", flush=True)
-        data = [f"data={opts.data}"] if other_data else []
-        code = run_experiment(name, opts.seeds, root, [*data, *overrides])
+        code = run_experiment(name, opts.seeds, root, overrides)
         status = "done" if code == 0 else f"exit {code} (see its reproduce.log)"
-        print(
-            f"[{i}/{len(chosen)}] {name}: {status} in {time.perf_counter() - start:.0f} s",
-            flush=True,
-        )
+        took = time.perf_counter() - start
+        print(f"[{i}/{len(chosen)}] {name}: {status} in {took:.0f} s", flush=True)
         if code != 0:
             failed.append(name)
     store = opts.out.parent / "reproduction"
@@ -116,15 +105,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         reproduction.harvest(opts.root, store)
     points = reproduction.load_claims()
     reproduction.fill(points, store)
-    command = "mnistapp-reproduce all --seeds 3   # or a few: mnistapp-reproduce mlp_* --seeds 3"
     opts.out.parent.mkdir(parents=True, exist_ok=True)
-    others = reproduction.other_data(store)
-    opts.out.write_text(reproduction.render(points, command, others))
-    reproduction.plot(points, opts.out.with_name("pareto.png"))
-    print(
-        f"Written: {opts.out} and {opts.out.with_name('pareto.png')} "
-        f"({reproduction.summary_line(points)})"
-    )
+    opts.out.write_text(reproduction.render(points, COMMAND, reproduction.other_data(store)))
+    pareto = opts.out.with_name("pareto.png")
+    reproduction.plot(points, pareto)
+    measured = sum(p.measured for p in points)
+    print(f"Written: {opts.out} and {pareto} ({measured} of {len(points)} claims measured)")
     return 1 if failed else 0
 
 

@@ -1,12 +1,9 @@
 """The values a user sets, checked right after Hydra composes: before torch is imported and
 before the run folder exists, so a mistyped value is answered at once.
 
-:data:`RULES` holds what nothing else checks before the run starts (a key the config lacks is
-skipped: ``model.depth`` exists for some models only). Everything else is checked where it is
-used: the model constructors (activations, layers that must fit the image), the DataModule, the
-transforms, and Lightning itself (``trainer.precision``, ``trainer.accelerator``): ``cli.train``
-turns their refusals into the same one line. :class:`Preflight` (a Hydra callback, in
-``conf/hydra/default.yaml``) runs the checks and guards the run folder.
+:data:`RULES` holds only what nothing else checks before the run starts (a key the config lacks
+is skipped: ``model.depth`` exists for some models only); the model constructors, the DataModule
+and Lightning check the rest, and ``cli.train`` turns their refusals into the same one line.
 """
 
 from __future__ import annotations
@@ -26,53 +23,48 @@ from mnistapp.errors import ConfigError, fail
 
 @dataclass(frozen=True)
 class Rule:
-    """A number within bounds (``integer``: an int), or one of ``choices``."""
+    """A number from ``low`` (to ``high``; ``bounds`` says which ends are open), or a choice."""
 
     integer: bool = False
-    low: float | None = None
+    low: float = 0
     high: float | None = None
-    open_low: bool = False
-    open_high: bool = False
+    bounds: str = "[]"
     choices: tuple[Any, ...] = ()
 
     def describe(self) -> str:
         if self.choices:
             return f"one of {list(self.choices)}"
         noun = "an integer" if self.integer else "a finite number"
-        num = lambda x: str(int(x)) if float(x).is_integer() else str(x)  # noqa: E731
-        if self.low is not None and self.high is not None:
-            left, right = "(" if self.open_low else "[", ")" if self.open_high else "]"
-            return f"{noun} in {left}{num(self.low)}, {num(self.high)}{right}"
-        if self.low is not None:
-            return f"{noun} {'>' if self.open_low else '>='} {num(self.low)}"
-        return noun
+        low, high = (int(x) if float(x).is_integer() else x for x in (self.low, self.high or 0))
+        if self.high is None:
+            return f"{noun} {'>' if self.bounds[0] == '(' else '>='} {low}"
+        return f"{noun} in {self.bounds[0]}{low}, {high}{self.bounds[1]}"
 
     def accepts(self, value: Any) -> bool:
         if self.choices:
-            return value in self.choices and isinstance(value, bool) == isinstance(
-                self.choices[0], bool
-            )
-        if isinstance(value, bool) or not isinstance(value, int | float):
+            same_kind = isinstance(value, bool) == isinstance(self.choices[0], bool)
+            return value in self.choices and same_kind
+        if isinstance(value, bool) or not isinstance(value, int if self.integer else int | float):
             return False
-        if (self.integer and not isinstance(value, int)) or not math.isfinite(value):
+        if isinstance(value, float) and not math.isfinite(value):
             return False
-        low_ok = self.low is None or (value > self.low if self.open_low else value >= self.low)
-        return low_ok and (
-            self.high is None or (value < self.high if self.open_high else value <= self.high)
-        )
+        above = value > self.low if self.bounds[0] == "(" else value >= self.low
+        if self.high is None:
+            return above
+        return above and (value < self.high if self.bounds[1] == ")" else value <= self.high)
 
 
-COUNT, POSITIVE, NON_NEGATIVE = Rule(True, 1), Rule(low=0, open_low=True), Rule(low=0)
-FRACTION, RATE = Rule(low=0, high=1), Rule(low=0, high=1, open_high=True)
+COUNT, POSITIVE, NON_NEGATIVE = Rule(True, 1), Rule(bounds="(]"), Rule()
+FRACTION, RATE, BOOL = Rule(high=1), Rule(high=1, bounds="[)"), Rule(choices=(True, False))
 
 DATA = {
     "data.batch_size": COUNT,
     "data.eval_batch_size": COUNT,
-    "data.val_size": Rule(True, 0, 60_000, open_high=True),
-    "data.split_seed": Rule(True, 0),
+    "data.val_size": Rule(True, 0, 60_000, "[)"),
+    "data.split_seed": Rule(True),
     "data.mean": FRACTION,
     "data.std": POSITIVE,
-    "seed": Rule(True, 0, 2**32, open_high=True),  # numpy's seeds are 32-bit
+    "seed": Rule(True, 0, 2**32, "[)"),  # numpy's seeds are 32-bit
 }
 RULES: dict[str, dict[str, Rule]] = {
     "train": {
@@ -83,26 +75,26 @@ RULES: dict[str, dict[str, Rule]] = {
         "model.dropout_conv": RATE,
         "model.dropout_dense": RATE,
         "model.growth": POSITIVE,
-        "model.pointwise": Rule(True, 0),
+        "model.pointwise": Rule(True),
         "optimizer.lr": POSITIVE,
         "optimizer.momentum": FRACTION,
         "optimizer.weight_decay": NON_NEGATIVE,
         "scheduler.max_lr": POSITIVE,
-        "scheduler.factor": Rule(low=0, high=1, open_low=True, open_high=True),
-        "scheduler.patience": Rule(True, 0),
+        "scheduler.factor": Rule(high=1, bounds="()"),
+        "scheduler.patience": Rule(True),
         "scheduler.T_max": COUNT,
         "scheduler.eta_min": NON_NEGATIVE,
         "trainer.max_epochs": COUNT,
         "trainer.log_every_n_steps": COUNT,
         "trainer.check_val_every_n_epoch": COUNT,
         "max_loss": POSITIVE,
-        "channels_last": Rule(choices=(True, False)),
-        "compile": Rule(choices=(True, False)),
-        "callbacks.early_stopping.patience": Rule(True, 0),
-        "callbacks.progress_bar.refresh_rate": Rule(True, 0),
+        "channels_last": BOOL,
+        "compile": BOOL,
+        "callbacks.early_stopping.patience": Rule(True),
+        "callbacks.progress_bar.refresh_rate": Rule(True),
     },
     "eval": {**DATA, "plots.tsne_samples": Rule(True, 20)},
-    "predict": {"batch_size": COUNT, "print_rows": Rule(True, 0)},
+    "predict": {"batch_size": COUNT, "print_rows": Rule(True)},
     "export": {
         **DATA,
         "format": Rule(choices=("onnx", "torchscript")),
@@ -161,27 +153,20 @@ def is_resume(run_dir: Path, ckpt_path: object) -> bool:
     return ckpt.parent == (Path(run_dir).resolve() / "checkpoints")
 
 
-def _child_rank() -> bool:
-    """A DDP rank other than 0 (started by Lightning into rank 0's folder), or a rank started by
-    SLURM's ``srun`` beside the others (they share ``slurm-<job>.<step>``, see runtime.run_time)."""
-    return (
-        os.environ.get("LOCAL_RANK", "0") != "0"
-        or int(os.environ.get("SLURM_STEP_NUM_TASKS", "1")) > 1
-    )
-
-
 class Preflight(Callback):
-    """Hydra callback: check the values, then the run folder, before Hydra makes or writes it.
-
-    A run goes only into a new or empty folder, or its own folder when it resumes from one of
-    that folder's checkpoints; two resumes of one run are kept apart by a lock (``.lock``, held
-    while the process lives).
-    """
+    """Hydra callback: check the values, then claim the run folder before Hydra writes to it: a
+    new or empty one, or its own when it resumes (locked by ``.lock`` while the process lives)."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         # Hydra turns a callback's exception into a warning: a refusal exits here
         try:
-            self._check(config)
+            check(config)
+            # a DDP rank other than 0 (started by Lightning into rank 0's folder), or a rank
+            # started by SLURM's srun beside the others (runtime.run_time): rank 0 made it
+            srun_tasks = int(os.environ.get("SLURM_STEP_NUM_TASKS", "1"))
+            if os.environ.get("LOCAL_RANK", "0") != "0" or srun_tasks > 1:
+                return
+            self._claim(Path(str(OmegaConf.select(config, "hydra.run.dir"))).expanduser(), config)
         except ConfigError as err:
             fail(str(config.get("task_name", "run")), err)
 
@@ -191,11 +176,7 @@ class Preflight(Callback):
         except ConfigError as err:
             fail(str(config.get("task_name", "run")), err)
 
-    def _check(self, config: DictConfig) -> None:
-        check(config)
-        if _child_rank():
-            return
-        run_dir = Path(str(OmegaConf.select(config, "hydra.run.dir"))).expanduser()
+    def _claim(self, run_dir: Path, config: DictConfig) -> None:
         resume = is_resume(run_dir, config.get("ckpt_path"))
         if not resume and run_dir.is_dir() and any(run_dir.iterdir()):
             raise ConfigError(

@@ -1,12 +1,4 @@
-"""What every entry point shares: run a task into ``metrics.json``, and one-line user errors.
-
-:func:`run_task` runs train, eval, predict and export: the task, then its record (also when it
-fails; a resume never loses the run's earlier record), then the result table.
-:func:`run_on_checkpoint` restores ``ckpt_path`` safely first. :func:`entry_point` wraps each
-Hydra ``main`` so that Hydra's own errors (an unknown option or key, bad override syntax) and
-the checks of :mod:`mnistapp.cli.schema` are one line: ``<prog>: error: <what>``, exit status 2,
-no traceback; ``HYDRA_FULL_ERROR=1`` shows everything, for developers.
-"""
+"""What every entry point shares: run a task into ``metrics.json``, and one-line user errors."""
 
 from __future__ import annotations
 
@@ -44,26 +36,29 @@ PROGRESS = {"failed": 0, "diverged": 1, "interrupted": 2, "pruned": 3, "ok": 3}
 
 
 def entry_point(prog: str, hydra_main: Callable[[], Any]) -> Callable[[], Any]:
-    """``hydra_main`` (a ``@hydra.main`` function) with Hydra's own errors as one line."""
-    from hydra.errors import ConfigCompositionException, OverrideParseException
+    """``hydra_main`` (a ``@hydra.main`` function) with Hydra's own errors as one line, exit 2;
+    ``HYDRA_FULL_ERROR=1`` shows everything, for developers."""
 
     @functools.wraps(hydra_main)
     def main() -> Any:
+        from hydra.errors import ConfigCompositionException, OverrideParseException
+
         register_resolvers()
         # submitit warns thrice a poll where the cluster keeps no accounting (sacct fails, as on
         # scripts/slurm-local.sh's); its job errors still show
         os.environ.setdefault("SUBMITIT_LOG_LEVEL", "ERROR")
-        developer = os.environ.get("HYDRA_FULL_ERROR") == "1"
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            return hydra_main()
         # Without it Hydra prints a screen of each error and exits 1; with it they reach us.
         os.environ["HYDRA_FULL_ERROR"] = "1"
         try:
             return hydra_main()
-        except (ConfigCompositionException, OverrideParseException, ConfigError) as err:
-            if developer:
-                raise
-            fail(prog, err if isinstance(err, ConfigError) else hydra_error_message(err))
+        except (ConfigCompositionException, OverrideParseException) as err:
+            fail(prog, hydra_error_message(err))
+        except ConfigError as err:
+            fail(prog, err)
         except ValueError as err:  # Hydra's override parser reads a 5,000-digit number
-            if developer or "integer string conversion" not in str(err):
+            if "integer string conversion" not in str(err):
                 raise
             fail(prog, f"a number on the command line is too long: {str(err).split(';')[0]}")
 
@@ -72,27 +67,24 @@ def entry_point(prog: str, hydra_main: Callable[[], Any]) -> Callable[[], Any]:
 
 def hydra_error_message(err: Exception) -> str:
     """One line for a Hydra composition error, listing what would have been valid."""
-    from hydra.errors import MissingConfigException, OverrideParseException
+    from hydra.errors import MissingConfigException
 
     if isinstance(err, MissingConfigException) and err.options and err.missing_cfg_file:
         group, _, name = str(err.missing_cfg_file).rpartition("/")
         hint = _did_you_mean(name, err.options)
         return f"{group}={name} is not an option{hint}; {group} is one of: {', '.join(err.options)}"
     cause = err.__cause__
-    parent = getattr(cause, "parent_node", None)
-    key = getattr(cause, "key", None)
+    parent, key = getattr(cause, "parent_node", None), getattr(cause, "key", None)
     if key is not None and parent is not None and "not in struct" in str(cause):
         full_key = str(getattr(cause, "full_key", key))
         known = [str(k) for k in parent if not str(k).startswith("_")]
-        hint = _did_you_mean(str(key), known)
         return (
-            f"{full_key} is not a setting{hint}; its neighbours are: {', '.join(known)} "
-            f"(to add a new key, write +{full_key}=...)"
+            f"{full_key} is not a setting{_did_you_mean(str(key), known)}; its neighbours are: "
+            f"{', '.join(known)} (to add a new key, write +{full_key}=...)"
         )
-    lines = [line for line in str(err).splitlines() if line.strip()]
-    if isinstance(err, OverrideParseException):
-        lines = lines[:2]  # what failed, and the parser's reason; not the docs link
-    return ": ".join(line.strip().rstrip(".") for line in lines[:2])[:500]
+    lines = [line.strip().rstrip(".") for line in str(err).splitlines() if line.strip()]
+    # what failed and the parser's reason, not the docs link that follows
+    return ": ".join(lines[:2])[:500]
 
 
 def _did_you_mean(word: str, options: Iterable[str]) -> str:
@@ -103,18 +95,14 @@ def _did_you_mean(word: str, options: Iterable[str]) -> str:
 def run_task(
     task: Callable[[DictConfig], dict[str, Any]], cfg: DictConfig, summary_keys: tuple[str, ...]
 ) -> dict[str, Any]:
-    """Run ``task``, then write its record to ``metrics.json`` and print the result table.
-
-    A failure is written too (its status from :data:`mnistapp.errors.OUTCOMES`, with the error),
-    so sweep summaries can list it; in a multirun it is returned instead of raised, so the other
-    jobs still run. A refusal (a bad setting, checkpoint or input) in a new run removes the run
-    folder Hydra made instead.
-    """
+    """Run ``task``, write its record to ``metrics.json`` (a failure too, by ``errors.OUTCOMES``;
+    a refused new run removes its folder instead) and print the result table. In a multirun a
+    failure is returned, not raised, so the other jobs still run."""
     run_dir = Path(cfg.paths.output_dir)
     prog = str(cfg.get("task_name", "run"))
     resume = is_resume(run_dir, cfg.get("ckpt_path"))
-    started, start = datetime.now(timezone.utc).isoformat(timespec="seconds"), time.perf_counter()
-    record: dict[str, Any] = {"started": started}
+    start = time.perf_counter()
+    record: dict[str, Any] = {"started": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     if resume:
         record["resumed_from"] = str(cfg.ckpt_path)
     try:
@@ -130,8 +118,7 @@ def run_task(
         record |= {"status": "interrupted", "error": f"stopped by {signum.name}"}
         message = f"{prog}: interrupted by {signum.name}"
         last = run_dir / "checkpoints" / "last.ckpt"
-        # goes on in this folder, exactly (cli.train.expand_resume); a sweep's job is resumed
-        # by the sweep's own command (reporting.sweeps.SweepSummary)
+        # a sweep's job is resumed by the sweep's own command (reporting.sweeps.SweepSummary)
         if last.is_file() and not is_multirun():
             record["resume"] = shlex.join(["python", "train.py", f"resume={run_dir}"])
             message += f"; saved {last}\nResume with: {record['resume']}"
@@ -139,20 +126,18 @@ def run_task(
         print(message, file=sys.stderr, flush=True)
         raise SystemExit(128 + signum) from None
     except Exception as err:
-        status, code = outcome(err) or ("failed", 1)
+        known = outcome(err)
+        status, code = known or ("failed", 1)
         error = str(err) if status == "diverged" else f"{type(err).__name__}: {err}"
         record |= {"status": status, "error": error}
-        log.error("Run %s: %s", status, error, exc_info=outcome(err) is None)
+        log.error("Run %s: %s", status, error, exc_info=known is None)
         if is_multirun():
             _save(run_dir, record, start)
             return record
-        if not (
-            isinstance(err, REFUSALS)
-            and not resume
-            and _remove_run_folder(run_dir, Path(cfg.paths.log_dir).absolute())
-        ):
+        refused = isinstance(err, REFUSALS) and not resume
+        if not (refused and _remove_run_folder(run_dir, Path(cfg.paths.log_dir).absolute())):
             _save(run_dir, record, start)
-        if outcome(err) is None:
+        if known is None:
             raise
         if is_rank_zero():  # one line, not one per DDP rank
             print(f"{prog}: {'error: ' if code == 2 else ''}{err}", file=sys.stderr, flush=True)
@@ -173,8 +158,8 @@ def run_on_checkpoint(
     errors: tuple[type[Exception], ...] = (),
 ) -> dict[str, Any]:
     """``run_task`` of ``task(cfg, restored=..., **prepare(cfg, restored))``, where ``restored``
-    is ``cfg.ckpt_path`` (``model=`` asserts the architecture). A bad checkpoint, and ``errors``
-    raised by ``prepare`` (checking the user's inputs), are one-line refusals."""
+    is ``cfg.ckpt_path`` (``model=`` asserts the architecture); ``errors`` of ``prepare`` (the
+    user's inputs) are one-line refusals."""
 
     def restore_then_run(cfg: DictConfig) -> dict[str, Any]:
         from mnistapp.training.checkpoints import restore
@@ -222,16 +207,13 @@ HARMLESS_LOGS = ("\N{ELECTRIC LIGHT BULB} Tip:",)  # Lightning's advert for its 
 
 
 def _quiet_lightning() -> None:
-    """Print Lightning's messages once and without the harmless ones above.
-
-    ``import lightning`` gives the ``lightning`` logger a console handler of its own while it still
-    propagates to the root logger that Hydra configured, so every line appeared twice.
-    """
+    """Print Lightning's messages once and without the harmless ones above."""
     import re
     import warnings
 
     import lightning  # noqa: F401  (the import adds the handler we remove)
 
+    # the `lightning` logger's own console handler doubled every line that Hydra's root shows
     logging.getLogger("lightning").handlers.clear()
     for start in HARMLESS_WARNINGS:
         warnings.filterwarnings("ignore", message=re.escape(start))
@@ -242,8 +224,7 @@ def _quiet_lightning() -> None:
 
 def _save(run_dir: Path, record: dict[str, Any], start: float) -> None:
     """Write ``record``; into a run that has one already (a resume), only when it got at least as
-    far and has every figure of the earlier one: otherwise keep that, noting this try in
-    ``resumes``."""
+    far and has every figure of the earlier one, else keep that and note this try in ``resumes``."""
     record |= {"wall_time_s": round(time.perf_counter() - start, 2), "run_dir": str(run_dir)}
     record["provenance"] = provenance()
     if not is_rank_zero():

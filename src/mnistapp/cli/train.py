@@ -1,12 +1,9 @@
-"""Hydra entry point: compose ``conf/``, build the Lightning pair, fit, test the best checkpoint.
-
-torch and Lightning are imported inside :func:`train`, so ``--help`` and ``--cfg job`` stay fast.
-"""
+"""``python train.py [overrides]``: compose ``conf/``, build the Lightning pair, fit, test the best
+checkpoint. torch is imported inside the functions, so ``--help`` and a bad value answer at once."""
 
 from __future__ import annotations
 
 import json
-import logging
 import math
 import re
 import sys
@@ -17,13 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from mnistapp.cli.task import entry_point, fail, run_task
 from mnistapp.errors import CheckpointError, ConfigError
 from mnistapp.reporting.records import scalar_metrics
-
-log = logging.getLogger(__name__)
 
 RESULT_KEYS = ("model", "test/acc", "test/f1", "val/f1_best", "params_total", "params_trainable",
                "epochs", "epoch_time_s", "best_ckpt")  # fmt: skip
@@ -33,52 +29,43 @@ LIGHTNING_SCHEDULER_KEYS = ("interval", "frequency", "monitor", "strict", "name"
 REPLAYABLE = re.compile(r"[A-Za-z]\w*([./][A-Za-z]\w*)*=")
 
 
-def _instantiate_all(nodes: DictConfig | None) -> list[Any]:
-    """Instantiate each ``_target_`` entry of a callbacks/logger group; ``null`` entries are off."""
-    from hydra.utils import instantiate
-
-    if not nodes:
-        return []
-    return [instantiate(node) for node in nodes.values() if node and "_target_" in node]
-
-
 @dataclass
 class Run:
-    """Everything ``python train.py`` builds from a config, before it fits."""
+    """What :func:`build` makes from a config, before the fit."""
 
-    datamodule: Any  # a LightningDataModule
+    datamodule: Any
     module: Any  # the Classifier
-    trainer: Any  # the lightning.Trainer
+    trainer: Any
     info: dict[str, Any]  # model name and parameter counts, for the record
 
 
 def build(cfg: DictConfig, model_name: str | None = None) -> Run:
-    """Seed, then instantiate the DataModule, Classifier, callbacks, loggers and Trainer.
-
-    The one place the training run is assembled: ``train`` fits what it returns, and the
-    benchmarks time exactly this path. ``model_name`` defaults to Hydra's ``model=`` choice.
-    """
+    """Seed, then instantiate the DataModule, Classifier, callbacks, loggers and Trainer."""
     import lightning as L
     import torch
-    from hydra.utils import instantiate
+    from hydra.core.hydra_config import HydraConfig
     from lightning.pytorch.callbacks import LearningRateMonitor
 
     from mnistapp.models import count_parameters
-    from mnistapp.runtime import hydra_choice, provenance
+    from mnistapp.runtime import provenance
     from mnistapp.training.module import Classifier
 
     L.seed_everything(cfg.seed, workers=True)
     if cfg.get("matmul_precision"):
         torch.set_float32_matmul_precision(cfg.matmul_precision)
-
-    datamodule: L.LightningDataModule = build_group("data", cfg.data)
-    net = build_group("model", cfg.model)
-    trainable, total = count_parameters(net)
-    model_name = model_name or hydra_choice("model")
+    datamodule = _instantiate("data", cfg.data)
+    net = _instantiate("model", cfg.model)
+    scheduler = None
+    if cfg.get("scheduler"):
+        options = OmegaConf.to_container(cfg.scheduler, resolve=True)
+        lightning = {k: options.pop(k) for k in LIGHTNING_SCHEDULER_KEYS if k in options}
+        scheduler = {"scheduler": instantiate(options), **lightning}
+    if not model_name and HydraConfig.initialized():
+        model_name = HydraConfig.get().runtime.choices.get("model")
     module = Classifier(
         net,
         optimizer=instantiate(cfg.optimizer),
-        scheduler=_scheduler(cfg.get("scheduler")),
+        scheduler=scheduler,
         num_classes=cfg.data.num_classes,
         class_names=datamodule.class_names,
         net_config=OmegaConf.to_container(cfg.model, resolve=True),
@@ -87,48 +74,38 @@ def build(cfg: DictConfig, model_name: str | None = None) -> Run:
         channels_last=cfg.get("channels_last", False),
         compile=cfg.get("compile", False),
     )
-    loggers = _instantiate_all(cfg.get("logger"))
-    callbacks = _instantiate_all(cfg.get("callbacks"))
+    loggers = _instantiate_each(cfg.get("logger"))
+    callbacks = _instantiate_each(cfg.get("callbacks"))
     if not loggers:
         # LearningRateMonitor refuses a logger-less trainer (W&B off, or a DDP rank other than 0)
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
-    trainer: L.Trainer = build_group("trainer", cfg.trainer, callbacks, logger=loggers or False)
+    trainer = _instantiate("trainer", cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainable, total = count_parameters(net)
     info = {"model": model_name, "params_trainable": trainable, "params_total": total}
     # without Hydra's own node: a config composed in-process (tests.helpers.compose) holds it
-    config = OmegaConf.to_container(
-        OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True
-    )
+    config = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+    hparams = {"config": OmegaConf.to_container(config, resolve=True), **info}
     for logger in trainer.loggers:
-        logger.log_hyperparams({"config": config, **info, "provenance": provenance()})
+        logger.log_hyperparams(hparams | {"provenance": provenance()})
     return Run(datamodule, module, trainer, info)
 
 
-def _scheduler(node: DictConfig | None) -> dict[str, Any] | None:
-    """``{"scheduler": <partial>, "interval": ...}`` for the Classifier, from the flat config."""
-    from hydra.utils import instantiate
-
-    if not node:
-        return None
-    options = OmegaConf.to_container(node, resolve=True)
-    lightning = {k: options.pop(k) for k in LIGHTNING_SCHEDULER_KEYS if k in options}
-    return {"scheduler": instantiate(options), **lightning}
-
-
-def build_group(group: str, node: DictConfig, callbacks: Any = None, **kwargs: Any) -> Any:
-    """Instantiate the ``model=``, ``data=`` or ``trainer=`` config; a value the class refuses (a
-    knob out of range, a precision Lightning does not know) is a ``ConfigError``: one line."""
+def _instantiate(group: str, node: DictConfig, **kwargs: Any) -> Any:
+    """``instantiate``; a value the class refuses (a knob out of range, a precision Lightning
+    does not know) is a one-line ``ConfigError``."""
     from hydra.errors import InstantiationException
-    from hydra.utils import instantiate
     from lightning.fabric.utilities.exceptions import MisconfigurationException
 
     try:
-        if callbacks is not None:
-            kwargs["callbacks"] = callbacks
         return instantiate(node, **kwargs)
     except InstantiationException as err:
         if isinstance(err.__cause__, ValueError | TypeError | MisconfigurationException):
             raise ConfigError(f"{group}: {err.__cause__}") from None
         raise
+
+
+def _instantiate_each(nodes: DictConfig | None) -> list[Any]:
+    return [instantiate(node) for node in (nodes or {}).values() if node and "_target_" in node]
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -178,37 +155,32 @@ def fit_and_test(cfg: DictConfig, run: Run) -> dict[str, Any]:
     # weights_only: a checkpoint to resume from is loaded as data, never as code
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
     fit_time = time.perf_counter() - start
-    epochs = trainer.current_epoch
-    trained = epochs - module.start_epoch  # fewer than `epochs` when resumed
-    record: dict[str, Any] = {
-        **run.info,
-        "epochs": epochs,
-        "fit_time_s": round(fit_time, 2),
-        "epoch_time_s": round(fit_time / max(trained, 1), 2),
-        "device": device_name(trainer.strategy.root_device),
-        "precision": str(trainer.precision),
-    }
-    record.update(scalar_metrics(trainer.callback_metrics))
+    trained = trainer.current_epoch - module.start_epoch  # fewer than `epochs` when resumed
     # trainer.checkpoint_callback may be the interrupt checkpoint, which keeps no best
     best = [
         c.best_model_path for c in trainer.checkpoint_callbacks if hasattr(c, "best_model_path")
     ]
-    record["best_ckpt"] = best[0] if best else None
+    record = {
+        **run.info,
+        "epochs": trainer.current_epoch,
+        "fit_time_s": round(fit_time, 2),
+        "epoch_time_s": round(fit_time / max(trained, 1), 2),
+        "device": device_name(trainer.strategy.root_device),
+        "precision": str(trainer.precision),
+        **scalar_metrics(trainer.callback_metrics),
+        "best_ckpt": best[0] if best else None,
+    }
     pruning = find_callback(trainer, OptunaPruning)
     if pruning is not None and pruning.pruned_at is not None:
         # an Optuna trial stopped as unpromising: recorded as such, and not tested
         return record | {"status": "pruned", "pruned_after_epoch": pruning.pruned_at}
     if cfg.get("test"):
         # verbose=False: the run's own result table follows
+        ckpt = record["best_ckpt"] or None
         trainer.test(
-            module,
-            datamodule=datamodule,
-            ckpt_path=record["best_ckpt"] or None,
-            verbose=False,
-            weights_only=True,
+            module, datamodule=datamodule, ckpt_path=ckpt, verbose=False, weights_only=True
         )
-        record.update(scalar_metrics(trainer.callback_metrics))
-        record.update(module.test_results)
+        record |= scalar_metrics(trainer.callback_metrics) | module.test_results
     return record
 
 
@@ -217,28 +189,19 @@ def hydra_main(cfg: DictConfig) -> float | None:
     """``python train.py [overrides]``: returns ``val/f1_best`` for hyper-parameter sweepers."""
     from mnistapp.training.tracking import finish_runs
 
-    ok = False
+    record: dict[str, Any] = {}
     try:
         record = run_task(train, cfg, RESULT_KEYS)
-        ok = record["status"] == "ok"
     finally:
         # Multirun jobs share this process: each job must close its own W&B run.
-        finish_runs(exit_code=0 if ok else 1)
+        finish_runs(exit_code=0 if record.get("status") == "ok" else 1)
     value = record.get("val/f1_best")
     return value if value is not None and math.isfinite(value) else None
 
 
 def expand_resume(argv: list[str]) -> list[str]:
-    """``resume=<run dir>|latest``: that run's own overrides, in its folder, from its newest
-    checkpoint that loads.
-
-    Hydra composes from the command line and has no hook that adds overrides before it, so the
-    run's overrides are put back on it (``sys.argv``) here. Only plain values of settings and
-    group options are replayed (Hydra refuses a key the config lacks): a run folder is data, and
-    an override that could run code (``_target_``, ``+``-added or ``~``-deleted nodes, ``hydra.*``)
-    is refused. Only ``trainer.max_epochs`` may be given anew (to train longer). ``latest`` is
-    the single run under ``paths.log_dir`` that started last, by its own record.
-    """
+    """``resume=<run dir>|latest``: that run's overrides (plain values only: a run folder is
+    data), in its folder, from its newest checkpoint that loads; ``trainer.max_epochs`` may grow."""
     import yaml
 
     asked = [a for a in argv if a.startswith("resume=")]
@@ -275,15 +238,14 @@ def expand_resume(argv: list[str]) -> list[str]:
             f"settings): {' '.join(untrusted)}"
         )
     grow = [o for o in others if o.startswith("trainer.max_epochs=")]
-    for override in others:
-        if override not in original and override not in grow:
-            raise ConfigError(
-                f"resume: {override} would make it another run than {run_dir} "
-                "(only trainer.max_epochs may change)"
-            )
+    changed = [o for o in others if o not in original and o not in grow]
+    if changed:
+        raise ConfigError(
+            f"resume: {changed[0]} would make it another run than {run_dir} "
+            "(only trainer.max_epochs may change)"
+        )
     kept = [o for o in original if not o.startswith("trainer.max_epochs=")]
-    if not grow:
-        grow = [o for o in original if o.startswith("trainer.max_epochs=")]
+    grow = grow or [o for o in original if o.startswith("trainer.max_epochs=")]
     return [*kept, *grow, f"ckpt_path={_loadable(run_dir)}", f"hydra.run.dir={run_dir}"]
 
 
@@ -310,11 +272,8 @@ def _loadable(run_dir: Path) -> Path:
     """The newest checkpoint of ``run_dir`` that loads; saying so when it is not the newest."""
     from mnistapp.training.checkpoints import load_checkpoint
 
-    newest_first = sorted(
-        run_dir.glob("checkpoints/*.ckpt"), key=lambda p: p.stat().st_mtime, reverse=True
-    )
     problems = []
-    for ckpt in newest_first:
+    for ckpt in sorted(run_dir.glob("checkpoints/*.ckpt"), key=lambda p: -p.stat().st_mtime):
         try:
             load_checkpoint(ckpt)
         except CheckpointError as err:
@@ -328,27 +287,22 @@ def _loadable(run_dir: Path) -> Path:
 
 def _main() -> Any:
     """``python train.py``: ``resume=`` expanded, then the Hydra main."""
-    try:
-        sys.argv[1:] = expand_resume(sys.argv[1:])
-    except (ConfigError, CheckpointError) as err:
-        fail("train", err)
-    _register_sweeper()
-    return hydra_main()
-
-
-def _register_sweeper() -> None:
-    """Make ``hydra/sweeper=optuna`` and ``resume`` known to Hydra also in an editable install.
-
-    Hydra finds plugins by listing the ``hydra_plugins`` namespace package, and the finder of an
-    editable install (``pip install -e .``) hides our module from that listing.
-    """
     from hydra.core.plugins import Plugins
 
     from hydra_plugins.mnistapp_optuna.optuna_sweeper import OptunaSweeper
     from hydra_plugins.mnistapp_optuna.resume_sweeper import ResumeSweeper
 
+    # Hydra composes straight from sys.argv and has no hook that adds overrides before it, so
+    # a resume puts the run's own overrides back on the command line.
+    try:
+        sys.argv[1:] = expand_resume(sys.argv[1:])
+    except (ConfigError, CheckpointError) as err:
+        fail("train", err)
+    # Hydra finds plugins by listing the hydra_plugins namespace package, and the finder of an
+    # editable install (pip install -e .) hides ours from that listing.
     for sweeper in (OptunaSweeper, ResumeSweeper):
         Plugins.instance().register(sweeper)
+    return hydra_main()
 
 
 # the console script and `python -m`: Hydra's own errors become one line (cli.task)

@@ -1,9 +1,8 @@
-"""The run's figures as matplotlib ``Figure`` objects, and :func:`save_figure` to write them as PNG.
+"""The figures, as matplotlib ``Figure`` objects, and :func:`save_figure` to write them as PNG.
 
-Figures are built with ``matplotlib.figure.Figure`` rather than pyplot: no GUI backend is ever
-selected (PNG goes through Agg), nothing global is kept, and callers may hand the same figures to
-other sinks (a W&B logger) before saving. Inputs are numpy arrays or CPU tensors. The test-set
-figures take ``class_names`` (``class_names[k]`` names label ``k``; default: the label numbers).
+``matplotlib.figure.Figure`` rather than pyplot: no GUI backend is ever selected, nothing global
+is kept, and callers may hand the same figures to a W&B logger before saving. Inputs are numpy
+arrays or CPU tensors; ``class_names[k]`` names label ``k`` (default: the label numbers).
 """
 
 from __future__ import annotations
@@ -23,7 +22,6 @@ from matplotlib.figure import Figure
 from mnistapp.files import atomic_write
 
 DPI = 110
-CLASS_COLOURS = "tab10"
 CURVE_METRICS = (("loss", "Loss"), ("f1", "Macro F1"))
 CURVE_STAGES = ("train", "val")  # test is one point after training, not a curve
 
@@ -42,15 +40,11 @@ def save_figure(fig: Figure, path: str | Path) -> Path:
     return path
 
 
-# --- training curves ---------------------------------------------------------------------------
-
-
 def read_history(csv_path: str | Path) -> dict[str, list[float]]:
     """Per-epoch values from a Lightning ``CSVLogger`` file: ``{"epoch": [...], "val/f1": [...]}``.
 
-    Lightning writes train and val metrics on separate rows of the same epoch; they are merged
-    here (the last value of an epoch wins). Test rows, logged after the last epoch, are left out.
-    Missing values are NaN.
+    Lightning writes train and val metrics on separate rows of an epoch: merged here (the last
+    value wins); test rows are left out; missing values are NaN.
     """
     by_epoch: dict[int, dict[str, float]] = {}
     with open(csv_path, newline="") as f:
@@ -86,24 +80,16 @@ def curves_figure(history: Mapping[str, Sequence[float]]) -> Figure:
     return fig
 
 
-# --- test-set figures --------------------------------------------------------------------------
-
-
 def _names(class_names: Sequence[str] | None, n: int) -> list[str]:
-    """``class_names`` as a list, or the label numbers ``0..n-1``."""
     return [str(k) for k in range(n)] if class_names is None else [str(c) for c in class_names]
 
 
 def _noun(names: Sequence[str]) -> str:
-    """What the images are, for titles: digits when the classes are the digits."""
     return "digits" if all(name.isdigit() for name in names) else "images"
 
 
 def confusion_figure(confusion: Any, class_names: Sequence[str] | None = None) -> Figure:
-    """Confusion matrix (rows: true class, columns: predicted) with counts in the cells.
-
-    Colour is the share of each true class, so the few errors of a good model stay visible.
-    """
+    """Confusion matrix (rows: true, columns: predicted), coloured by share of the true class."""
     counts = np.asarray(confusion, dtype=np.int64)
     n = len(counts)
     names = _names(class_names, n)
@@ -129,10 +115,8 @@ def confusion_figure(confusion: Any, class_names: Sequence[str] | None = None) -
 
 
 def _mosaic(tiles: np.ndarray, cols: int, gap: tuple[int, int], fill: float) -> np.ndarray:
-    """Tile ``[N, h, w]`` into one image, ``gap = (above, left)`` pixels of ``fill`` per tile.
+    # one image in one axes draws far faster than a grid of 64 axes
 
-    One image in one axes draws far faster than a grid of 64 axes.
-    """
     n, h, w = tiles.shape
     rows = math.ceil(n / cols)
     top, left = gap
@@ -151,12 +135,8 @@ def failures_figure(
     max_images: int = 64,
     class_names: Sequence[str] | None = None,
 ) -> Figure:
-    """Up to ``max_images`` misclassified images, each captioned ``true→predicted`` in red.
-
-    ``images`` are ``[N, H, W]`` (float, e.g. normalised, or uint8); each is shown on its own
-    grey scale, which suits both. Class names longer than two characters are captioned on two
-    lines in a smaller font, so they fit above their image.
-    """
+    """Up to ``max_images`` misclassified ``[N, H, W]`` images, captioned ``true→predicted``."""
+    # each image on its own grey scale, which suits normalised floats and uint8 alike
     images = np.asarray(images, dtype=np.float32)[:max_images]
     targets, preds = np.asarray(targets)[:max_images], np.asarray(preds)[:max_images]
     n = len(images)
@@ -168,7 +148,7 @@ def failures_figure(
         return fig
     low = images.min(axis=(1, 2), keepdims=True)
     span = np.maximum(images.max(axis=(1, 2), keepdims=True) - low, 1e-6)
-    long = max(map(len, names)) > 2
+    long = max(map(len, names)) > 2  # captioned on two lines in a smaller font
     (h, w), cols = images.shape[1:], min(8, n)
     gap = (max(h * 2 // 3 if long else h // 3, 8), 3)  # room above each image for its caption
     mosaic = _mosaic((images - low) / span, cols, gap, fill=1.0)
@@ -189,10 +169,7 @@ def failures_figure(
 
 
 def kernels_figure(weight: Any, max_kernels: int = 64) -> Figure:
-    """The first conv layer's kernels ``[out, in, kh, kw]`` (first input channel), on one scale.
-
-    Red is positive, blue negative, white zero; the scale is shared so kernels compare.
-    """
+    """The first conv layer's kernels ``[out, in, kh, kw]`` (first input channel), on one scale."""
     kernels = np.asarray(weight, dtype=np.float32)[:max_kernels, 0]
     n, h, w = kernels.shape
     cols = min(8, n)
@@ -236,7 +213,8 @@ def tsne_figure(
         embedding, labels = np.asarray(embedding), np.asarray(labels)
         for k in np.unique(labels).tolist():
             points = embedding[labels == k]
-            legend[k] = ax.scatter(points[:, 0], points[:, 1], s=6, color=_class_colour(k))
+            colour = colormaps["tab10"](k % 10)
+            legend[k] = ax.scatter(points[:, 0], points[:, 1], s=6, color=colour)
         ax.set(title=title, xticks=[], yticks=[])
     # the classes are the same in every panel: one legend, outside the last one
     names = _names(class_names, max(legend) + 1)
@@ -253,7 +231,3 @@ def tsne_figure(
     n = len(np.asarray(next(iter(panels.values()))[1]))
     fig.suptitle(f"t-SNE of penultimate-layer features, {n:,} test {noun}")
     return fig
-
-
-def _class_colour(k: int) -> Any:
-    return colormaps[CLASS_COLOURS](k % 10)

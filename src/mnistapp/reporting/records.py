@@ -1,10 +1,10 @@
-"""Run records: ``metrics.json`` written and read back, and the result table printed at the end."""
+"""Run records: ``metrics.json`` written and read back, and the tables that show them."""
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,13 +34,9 @@ def format_value(value: Any) -> str:
     """A record value for tables: counts with thousands separators, scores to 4 places."""
     if value is None or value == "":
         return ""
-    if isinstance(value, bool):
-        return str(value)
-    if isinstance(value, int):
+    if isinstance(value, int) and not isinstance(value, bool):
         return f"{value:,}"
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            return str(value)
+    if isinstance(value, float) and math.isfinite(value):
         # scores (0..1, give or take rounding) to 4 places, times and sizes to 2
         return f"{value:.4f}" if abs(value) < 1.5 else f"{value:.2f}"
     return str(value)
@@ -53,3 +49,11 @@ def format_table(title: str, rows: Mapping[str, Any]) -> str:
     lines = [f"── {title} " + "─" * max(0, 44 - len(title))]
     lines += [f"  {key:<{width}}  {format_value(value)}" for key, value in shown.items()]
     return "\n".join(lines)
+
+
+def markdown_table(
+    headers: Sequence[str], rows: Iterable[Sequence[str]], align: str = ""
+) -> list[str]:
+    """A Markdown table's lines; ``align`` has an ``r`` for each right-aligned column."""
+    rule = "|".join("--:" if a == "r" else "---" for a in align.ljust(len(headers), "l"))
+    return [f"| {' | '.join(headers)} |", f"|{rule}|", *(f"| {' | '.join(r)} |" for r in rows)]

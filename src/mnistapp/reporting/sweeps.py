@@ -17,17 +17,22 @@ import logging
 import math
 import shlex
 import statistics
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from mnistapp.reporting.records import METRICS_FILE, format_value, read_metrics
+from mnistapp.files import atomic_write
+from mnistapp.reporting.records import METRICS_FILE, format_value, markdown_table, read_metrics
 from mnistapp.runtime import stopped_by
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 log = logging.getLogger(__name__)
 
@@ -35,15 +40,15 @@ OPTUNA_RESULTS_FILE = "optimization_results.yaml"  # written by the Optuna sweep
 # Overrides that repeat a configuration rather than change it: rows differing only in these
 # are grouped, and the summary gives their mean ± std.
 REPLICATE_KEYS = ("seed", "repeat")
-# (metrics.json key, Markdown header); the CSV uses the keys as headers.
-METRIC_COLUMNS = (
-    ("params_total", "params"),
-    ("val/f1_best", "val F1 (best)"),
-    ("test/acc", "test acc"),
-    ("test/f1", "test F1"),
-    ("epochs", "epochs"),
-    ("wall_time_s", "wall s"),
-)
+# metrics.json key: Markdown header; the CSV uses the keys as headers.
+METRIC_COLUMNS = {
+    "params_total": "params",
+    "val/f1_best": "val F1 (best)",
+    "test/acc": "test acc",
+    "test/f1": "test F1",
+    "epochs": "epochs",
+    "wall_time_s": "wall s",
+}
 AVERAGED = ("val/f1_best", "test/acc", "test/f1")
 
 
@@ -62,8 +67,7 @@ class Job:
 
     @property
     def status(self) -> str:
-        """``ok``, ``pruned`` (an Optuna trial stopped as unpromising), ``interrupted`` (stopped
-        by a signal, or never started) or ``failed`` (anything else)."""
+        """``ok``, ``pruned`` (by Optuna), ``interrupted`` (or never started) or ``failed``."""
         status = self.record.get("status")
         return status if status in ("ok", "pruned", "interrupted") else "failed"
 
@@ -89,7 +93,7 @@ class Summary:
 
 
 def _short(value: str) -> str:
-    """``0.0012345678`` -> ``0.001235``: Optuna's floats are unreadable in a table."""
+    # 0.0012345678 -> 0.001235: Optuna's floats are unreadable in a table
     try:
         number = float(value)
     except ValueError:
@@ -105,8 +109,7 @@ def _overrides(task: Sequence[str]) -> dict[str, str]:
 
 
 def expand(arguments: Sequence[str]) -> list[list[str]]:
-    """Each job's overrides, in job-number order, as Hydra's basic sweeper makes them from
-    ``arguments`` (``model.width=8,16 seed=1,2``: every combination, the last key fastest)."""
+    """Each job's overrides, in job-number order, as Hydra's basic sweeper expands ``arguments``."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     choices = [
@@ -160,8 +163,7 @@ def collect_jobs(sweep_dir: str | Path) -> list[Job]:
 
 
 def summarize(sweep_dir: str | Path) -> Summary:
-    """Read a sweep's jobs (the planned ones that never started as ``interrupted``) and find
-    what varies and which job is best."""
+    """A sweep's jobs (planned ones never started as ``interrupted``), what varies, the best."""
     sweep_dir = Path(sweep_dir)
     jobs = collect_jobs(sweep_dir)
     if launched := _launched(sweep_dir):
@@ -182,8 +184,7 @@ def summarize(sweep_dir: str | Path) -> Summary:
 
 
 def resume_command(summary: Summary) -> str | None:
-    """One command that runs a basic sweep's interrupted jobs again, each in its own folder
-    (``hydra/sweeper=resume``); None when none was interrupted or another sweeper ran it."""
+    """The command that reruns a basic sweep's interrupted jobs in their folders, if any."""
     launched = _launched(summary.sweep_dir)
     if not launched or not summary.having("interrupted"):
         return None
@@ -220,23 +221,13 @@ def to_csv(summary: Summary) -> str:
     """One row per job: job, one column per varying override, the metrics, status, error."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["job", *summary.varying, *(k for k, _ in METRIC_COLUMNS), "status", "error"])
-    writer.writerows(
-        [
-            job.num,
-            *(job.overrides.get(k, "") for k in summary.varying),
-            *(job.record.get(k, "") for k, _ in METRIC_COLUMNS),
-            job.record.get("status", "failed"),
-            job.record.get("error", ""),
-        ]
-        for job in summary.jobs
-    )
+    writer.writerow(["job", *summary.varying, *METRIC_COLUMNS, "status", "error"])
+    for job in summary.jobs:
+        cells = [job.overrides.get(k, "") for k in summary.varying]
+        cells += [job.record.get(k, "") for k in METRIC_COLUMNS]
+        end = [job.record.get("status", "failed"), job.record.get("error", "")]
+        writer.writerow([job.num, *cells, *end])
     return out.getvalue()
-
-
-def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    return lines + ["| " + " | ".join(row) + " |" for row in rows]
 
 
 def replicate_groups(summary: Summary) -> dict[str, list[Job]]:
@@ -255,18 +246,20 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
-def _seed_rows(groups: dict[str, list[Job]]) -> list[list[str]]:
-    rows = []
+def plus_minus(values: Sequence[float], percent: bool = False) -> str:
+    """Mean ± sample std: ``0.9000 ± 0.0141``, or ``90.00% ± 1.41`` as a ``percent``."""
+    mean, std = mean_std(values)
+    return f"{100 * mean:.2f}% ± {100 * std:.2f}" if percent else f"{mean:.4f} ± {std:.4f}"
+
+
+def _seed_rows(groups: dict[str, list[Job]]) -> Iterator[list[str]]:
     for label, jobs in groups.items():
         done = [job for job in jobs if job.status == "ok"]
         params = {job.record.get("params_total") for job in done}
-        cells = []
-        for key in AVERAGED:
-            values = [job.record[key] for job in done if _finite(job.record.get(key))]
-            cells.append("{:.4f} ± {:.4f}".format(*mean_std(values)) if values else "")
+        scores = [[j.record[k] for j in done if _finite(j.record.get(k))] for k in AVERAGED]
         shown = format_value(params.pop()) if len(params) == 1 else ""
-        rows.append([label, f"{len(done)}/{len(jobs)}", shown, *cells])
-    return rows
+        cells = [plus_minus(values) if values else "" for values in scores]
+        yield [label, f"{len(done)}/{len(jobs)}", shown, *cells]
 
 
 def to_markdown(summary: Summary) -> str:
@@ -282,18 +275,17 @@ def to_markdown(summary: Summary) -> str:
     if summary.fixed:
         lines.append(f"Fixed overrides: `{' '.join(f'{k}={v}' for k, v in summary.fixed.items())}`")
     lines.append("")
-    headers = ["job", "overrides", *(h for _, h in METRIC_COLUMNS), "status"]
-    rows = [
-        [str(job.num), summary.label(job)]
-        + [format_value(job.record.get(k)) for k, _ in METRIC_COLUMNS]
-        + [job.record.get("status", "failed")]
-        for job in summary.jobs
-    ]
-    lines += _table(headers, rows)
+    rows = []
+    for job in summary.jobs:
+        metrics = [format_value(job.record.get(k)) for k in METRIC_COLUMNS]
+        rows.append(
+            [str(job.num), summary.label(job), *metrics, job.record.get("status", "failed")]
+        )
+    lines += markdown_table(["job", "overrides", *METRIC_COLUMNS.values(), "status"], rows)
     if groups := replicate_groups(summary):
-        averaged = [h for k, h in METRIC_COLUMNS if k in AVERAGED]
+        averaged = [METRIC_COLUMNS[k] for k in AVERAGED]
         lines += ["", "## Mean ± std over seeds", ""]
-        lines += _table(["overrides", "ok runs", "params", *averaged], _seed_rows(groups))
+        lines += markdown_table(["overrides", "ok runs", "params", *averaged], _seed_rows(groups))
     if best := summary.best:
         scores = [f"val F1 {format_value(best.record.get('val/f1_best'))}"]
         if best.record.get("test/f1") is not None:  # a search does not test its trials
@@ -313,17 +305,26 @@ def to_markdown(summary: Summary) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(summary: Summary, path: Path) -> None:
-    """Test macro F1 against parameter count (log x), one labelled point per finished job; the
-    best validation F1 when no job was tested (a hyper-parameter search)."""
-    # The object-oriented API renders with Agg and leaves pyplot's global state alone.
+def params_chart(ylabel: str, title: str) -> tuple[Figure, Axes]:
+    """A figure of scores against parameter counts (log scale): summary.png and pareto.png."""
+    # the object-oriented API renders with Agg and leaves pyplot's global state alone
     from matplotlib.figure import Figure
-    from matplotlib.ticker import NullFormatter
 
     fig = Figure(figsize=(9, 6), layout="constrained")
     ax = fig.add_subplot()
+    ax.set(xscale="log", xlabel="parameters (log scale)", ylabel=ylabel, title=title)
+    ax.grid(True, which="both", alpha=0.3)
+    return fig, ax
+
+
+def plot(summary: Summary, path: Path) -> None:
+    """Test macro F1 (best val F1 for a search, which tests nothing) against parameters, per job."""
+    from matplotlib.ticker import NullFormatter
+
     tested = any(_finite(j.record.get("test/f1")) for j in summary.jobs)
     key, name = ("test/f1", "test macro F1") if tested else ("val/f1_best", "best val macro F1")
+    where = f"{summary.sweep_dir.parent.name}/{summary.sweep_dir.name}"
+    fig, ax = params_chart(name, f"Parameters vs {name}: {where}")
     done = [j for j in summary.jobs if j.status == "ok" and _finite(j.record.get(key))]
     done = [j for j in done if j.record.get("params_total")]
     for job in done:
@@ -334,22 +335,16 @@ def plot(summary: Summary, path: Path) -> None:
         note.set_in_layout(False)  # long labels must not shrink the axes
     if not done:
         ax.text(0.5, 0.5, "no finished jobs", ha="center", va="center", transform=ax.transAxes)
-    ax.set_xscale("log")
     params = sorted({job.record["params_total"] for job in done})
     if 0 < len(params) <= 12:  # few sizes: tick each one with its exact count
         ax.set_xticks(params, [f"{p:,}" for p in params], rotation=30)
         ax.xaxis.set_minor_formatter(NullFormatter())
     ax.margins(x=0.2, y=0.1)
-    ax.set(xlabel="parameters (log scale)", ylabel=name)
-    ax.set_title(f"Parameters vs {name}: {summary.sweep_dir.parent.name}/{summary.sweep_dir.name}")
-    ax.grid(True, which="both", alpha=0.3)
     fig.savefig(path, dpi=120)
 
 
 def write_summary(sweep_dir: str | Path) -> Summary:
     """Write ``summary.csv``, ``summary.md`` and ``summary.png`` into ``sweep_dir``."""
-    from mnistapp.files import atomic_write
-
     summary = summarize(sweep_dir)
     atomic_write(summary.sweep_dir / "summary.csv", to_csv(summary).encode())
     atomic_write(summary.sweep_dir / "summary.md", to_markdown(summary).encode())
@@ -360,9 +355,8 @@ def write_summary(sweep_dir: str | Path) -> Summary:
 class SweepSummary(Callback):
     """Hydra callback: summarise the sweep when it ends; exit non-zero if a job failed.
 
-    Jobs catch their own errors (``cli.task.run_task``) so that one failure does not stop the
-    sweep; this is where the failure reaches the exit code. Hydra turns exceptions raised by
-    callbacks into warnings, so it is a ``SystemExit``, raised after the summary is written.
+    Jobs catch their own errors (``run_task``) so that one does not stop the sweep; the failure
+    reaches the exit code here, as a ``SystemExit`` (Hydra turns callbacks' errors into warnings).
     """
 
     def __init__(self, fail_on_error: bool = True) -> None:

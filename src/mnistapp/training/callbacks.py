@@ -1,9 +1,4 @@
-"""Lightning callbacks of the app.
-
-:class:`MisclassifiedDigits` keeps the test digits the model got wrong; :class:`FigureWriter`
-writes the run's PNG figures (``tracking.WandbMedia`` logs the same to W&B);
-:class:`TensorBoardHparams` fills TensorBoard's hparams view.
-"""
+"""The app's Lightning callbacks: interrupt checkpoints, misclassified digits, figures, hparams."""
 
 from __future__ import annotations
 
@@ -32,11 +27,9 @@ def find_callback(trainer: L.Trainer, kind: type[C]) -> C | None:
 
 
 class CheckpointOnInterrupt(OnExceptionCheckpoint):
-    """Lightning's ``OnExceptionCheckpoint`` for interrupts only: Ctrl-C or SIGTERM while fitting.
+    """Lightning's ``OnExceptionCheckpoint`` for Ctrl-C and SIGTERM while fitting, kept after it.
 
-    Any other exception saves nothing: a diverged or failed run's weights are not worth going on
-    from. The file (``filename: last`` in conf/callbacks) is kept after the run, as ``last.ckpt``.
-    """
+    Any other exception saves nothing: a diverged or failed run is not worth going on from."""
 
     def on_exception(
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
@@ -44,32 +37,24 @@ class CheckpointOnInterrupt(OnExceptionCheckpoint):
         interrupted = isinstance(exception, KeyboardInterrupt | SIGTERMException)
         if not interrupted or trainer.state.fn != "fit":
             return
-        # Ctrl-C can land inside ModelCheckpoint's save, after it recorded the new file and
-        # before the file was whole: finish that write (the weights are still those it was
-        # writing), else last.ckpt would name a missing best checkpoint
-        # (tests/test_checkpoints.py::test_ctrl_c_inside_a_checkpoint_write_still_saves_it).
+        # Ctrl-C inside ModelCheckpoint's save can leave a best file recorded but not written,
+        # which last.ckpt would then name: write it (tests/test_checkpoints.py::
+        # test_ctrl_c_inside_a_checkpoint_write_still_saves_it); reads, never edits, best_k_models
         for callback in trainer.checkpoint_callbacks:
             for path in getattr(callback, "best_k_models", {}):
                 if not Path(path).is_file():
                     trainer.save_checkpoint(path)
         super().on_exception(trainer)
-        log.warning(
-            "Interrupted at epoch %d, step %d: saved %s",
-            trainer.current_epoch,
-            trainer.global_step,
-            self.ckpt_path,
-        )
+        epoch, step = trainer.current_epoch, trainer.global_step
+        log.warning("Interrupted at epoch %d, step %d: saved %s", epoch, step, self.ckpt_path)
 
     def teardown(self, trainer: L.Trainer, *args: Any, **kwargs: Any) -> None:
         """Keep the file: Lightning's deletes it at the end of every fit and test."""
 
 
 class MisclassifiedDigits(Callback):
-    """Keep the first ``limit`` misclassified test digits of this rank for figures and W&B.
-
-    ``failures`` holds CPU tensors after testing: ``images`` (normalised, ``[N, H, W]``),
-    ``targets`` and ``preds``; empty when every digit was right.
-    """
+    """Keep this rank's first ``limit`` misclassified test digits in ``failures`` (CPU tensors
+    ``images`` ``[N, H, W]`` normalised, ``targets``, ``preds``; empty when all were right)."""
 
     def __init__(self, limit: int = 64) -> None:
         self.limit = limit
@@ -83,7 +68,7 @@ class MisclassifiedDigits(Callback):
         self, trainer: L.Trainer, pl_module: L.LightningModule, preds: Any, batch: Any, *_: Any
     ) -> None:
         kept = sum(len(t) for t in self._parts["targets"])
-        (x, y) = batch  # preds: what Classifier.test_step returns
+        x, y = batch  # preds: what Classifier.test_step returns
         wrong = (preds != y).nonzero().squeeze(1)[: max(self.limit - kept, 0)]
         for key, value in (("images", x[:, 0]), ("targets", y), ("preds", preds)):
             self._parts[key].append(value[wrong].detach().cpu())
@@ -93,11 +78,8 @@ class MisclassifiedDigits(Callback):
 
 
 class TensorBoardHparams(Callback):
-    """After testing, each TensorBoard logger's run config against ``metrics`` (hparams view).
-
-    Written with ``SummaryWriter.add_hparams`` into ``<tensorboard>/hparams``: there its figures
-    do not repeat the run's own scalars (``test/acc`` stays one point in the main event file).
-    """
+    """After testing, the run's config against ``metrics`` in TensorBoard's hparams view, in
+    ``<tensorboard>/hparams`` so that the run's own scalars are not repeated there."""
 
     def __init__(self, metrics: tuple[str, ...] = ("val/f1_best", "test/acc")) -> None:
         self.metrics, self.fit_metrics = metrics, {}
@@ -122,15 +104,9 @@ def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
 
 
 class FigureWriter(Callback):
-    """Write the figures of docs/EVALUATION.md into ``output_dir``, on rank 0 only.
-
-    After fitting: ``curves.png`` (per epoch, and ``train/loss`` per logged step) and
-    ``kernels.png``. After testing: ``confusion.png``, ``failures.png`` (from the trainer's
-    :class:`MisclassifiedDigits`) and, with ``tsne``, ``tsne.png`` (penultimate features of
-    ``tsne_samples`` test digits, freshly initialised and trained), plus the fit figures when no
-    fit ran before (``eval.py``). Curves come from ``history_csv`` or else the trainer's
-    CSVLogger. A figure that fails is logged and skipped: it must not cost the run.
-    """
+    """The figures of docs/EVALUATION.md into ``output_dir`` on rank 0 (a failure is a warning):
+    curves and kernels after fitting (or testing alone: ``eval.py``); confusion, failures and,
+    with ``tsne``, t-SNE after testing. ``history_csv`` defaults to the CSVLogger's file."""
 
     def __init__(
         self,
@@ -163,8 +139,7 @@ class FigureWriter(Callback):
             confusion = results["test/confusion"]
             self._write("confusion", lambda: plots.confusion_figure(confusion, class_names=names))
         collector = find_callback(trainer, MisclassifiedDigits)
-        if collector is not None:
-            # {} when every test digit was right: the figure then says so
+        if collector is not None:  # failures is {} when every digit was right: the figure says so
             wrong = [collector.failures.get(k, []) for k in ("images", "targets", "preds")]
             self._write("failures", lambda: plots.failures_figure(*wrong, class_names=names))
         if self.tsne:
@@ -184,10 +159,10 @@ class FigureWriter(Callback):
         from mnistapp.reporting.plots import curves_figure, read_history
 
         path = self.history_csv
-        for logger in trainer.loggers:
-            if path is None and isinstance(logger, CSVLogger):
-                logger.save()  # flush: Lightning finalises loggers only after on_fit_end
-                path = Path(logger.experiment.metrics_file_path)
+        csv_logger = next((lg for lg in trainer.loggers if isinstance(lg, CSVLogger)), None)
+        if path is None and csv_logger is not None:
+            csv_logger.save()  # flush: Lightning finalises loggers only after on_fit_end
+            path = Path(csv_logger.experiment.metrics_file_path)
         if path is None or not path.is_file():
             log.info("No CSV metrics to plot training curves from; skipping curves.png")
             return None
@@ -214,31 +189,24 @@ class FigureWriter(Callback):
         return kernels_figure(conv.weight.detach().float().cpu().numpy())
 
     def _tsne(self, trainer: L.Trainer, pl_module: L.LightningModule, names: list[str]) -> Any:
+        # penultimate features of tsne_samples test digits, freshly initialised and trained
         from mnistapp.reporting.plots import tsne_embedding, tsne_figure
 
         net, datamodule = getattr(pl_module, "net", None), trainer.datamodule
         if net is None or not hasattr(net, "features") or not hasattr(datamodule, "normalize"):
             log.info("t-SNE needs a zoo model and the MNIST DataModule; skipping tsne.png")
             return None
-        images, labels = [], []
-        for x, y in datamodule.test_dataloader():
-            images.append(x)
-            labels.append(y)
-            if sum(map(len, labels)) >= self.tsne_samples:
-                break
-        x = datamodule.normalize(torch.cat(images)[: self.tsne_samples]).to(pl_module.device)
-        y = torch.cat(labels)[: self.tsne_samples].cpu().numpy()
-        fresh = copy.deepcopy(net)  # the same architecture, newly initialised (seeded)
+        images, labels = (t[: self.tsne_samples] for t in datamodule.data["test"])
+        x, y = datamodule.normalize(images).to(pl_module.device), labels.cpu().numpy()
+        fresh = copy.deepcopy(net)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
             for module in fresh.modules():
                 if hasattr(module, "reset_parameters"):
                     module.reset_parameters()
         panels = {"freshly initialised": fresh, "trained": net}
-        return tsne_figure(
-            {title: (tsne_embedding(_features(m, x)), y) for title, m in panels.items()},
-            class_names=names,
-        )
+        embeddings = {title: (tsne_embedding(_features(m, x)), y) for title, m in panels.items()}
+        return tsne_figure(embeddings, class_names=names)
 
 
 @torch.inference_mode()

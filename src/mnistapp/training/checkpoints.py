@@ -1,7 +1,6 @@
-"""Checkpoints written atomically; loaded safely: unpickling can call any function, so
-``torch.load(weights_only=True)`` admits only tensors and plain containers (all ours hold), and
-a saved model config is never handed to ``instantiate`` (its ``_target_`` could name any
-callable): only zoo classes are built."""
+"""Checkpoints written atomically and loaded safely: ``torch.load(weights_only=True)`` admits only
+tensors and plain containers, and a saved model config is never given to ``instantiate`` (its
+``_target_`` could name any callable): only zoo classes are built."""
 
 from __future__ import annotations
 
@@ -36,12 +35,12 @@ class Restored:
 
     @property
     def model_name(self) -> str:
-        """The model's config name as in training (``lenet``); its class name if not recorded."""
+        """The model's config name as in training (``lenet``), else its class name."""
         return self.module.hparams.get("model_name") or type(self.module.net).__name__
 
     @property
     def normalization(self) -> dict[str, float]:
-        """The ``mean``/``std`` the model was trained with (MNIST's when not recorded)."""
+        """The ``mean``/``std`` the model was trained with (empty: MNIST's)."""
         return {k: self.data_hparams[k] for k in ("mean", "std") if k in self.data_hparams}
 
     @property
@@ -55,14 +54,14 @@ class Restored:
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning's checkpoint I/O, writing through :func:`files.atomic_open`: Lightning's own
-    stages the file in ``$TMPDIR`` and copies it across filesystems, so a full disk or a kill
-    leaves a truncated ``last.ckpt`` (tests/test_checkpoints.py, TMPDIR on a small tmpfs)."""
+    """Lightning's checkpoint I/O through :func:`files.atomic_open`: the old file stays until the
+    new one is whole. Lightning's own stages the file in ``$TMPDIR`` and copies it across
+    filesystems, so a full disk or a kill left a truncated ``last.ckpt``."""
 
     def save_checkpoint(
         self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None
     ) -> None:
-        """Save ``checkpoint`` to ``path``: the old file stays until the new one is whole."""
+        """Save ``checkpoint`` to ``path`` atomically."""
         if storage_options is not None:
             return super().save_checkpoint(checkpoint, path, storage_options)
         with atomic_open(Path(path)) as f:
@@ -70,7 +69,6 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 def _describe(err: BaseException) -> str:
-    """``Type: first line of the message``, for one-line errors."""
     lines = str(err).strip().splitlines()
     return f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__
 
@@ -90,8 +88,7 @@ def load_checkpoint(path: str | Path | None) -> dict[str, Any]:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        # weights_only stops at the first global outside its allow-list, before calling it
-        if "Weights only load failed" in str(err):
+        if "Weights only load failed" in str(err):  # the first global outside the allow-list
             unsafe = re.search(r"GLOBAL ([\w.]+)", str(err))
             what = f"would call {unsafe.group(1)}" if unsafe else "uses pickle beyond plain data"
             raise CheckpointError(
@@ -105,8 +102,7 @@ def load_checkpoint(path: str | Path | None) -> dict[str, Any]:
 
 
 def newest_loadable(folder: str | Path) -> tuple[Path, dict[str, Any]] | None:
-    """The newest (by mtime) ``*.ckpt`` in ``folder`` that loads, with its contents, or None;
-    each file that does not load is logged and skipped."""
+    """The newest ``*.ckpt`` in ``folder`` that loads, with its contents; None if none does."""
     paths = sorted(Path(folder).glob("*.ckpt"), key=lambda p: p.stat().st_mtime, reverse=True)
     for path in paths:
         try:
@@ -124,8 +120,7 @@ def build_net(net_config: Mapping[str, Any]) -> nn.Module:
     if not (name in models.__all__ and isinstance(cls, type) and issubclass(cls, nn.Module)):
         raise CheckpointError(f"the saved model config names {target!r}, not a mnistapp model")
     kwargs = {k: v for k, v in net_config.items() if k != "_target_"}
-    # Hydra's special keys (_partial_, _args_, ...) would make this more than a constructor call.
-    if any(k.startswith("_") for k in kwargs):
+    if any(k.startswith("_") for k in kwargs):  # Hydra's _partial_, _args_: more than a call
         raise CheckpointError(f"the saved model config has unexpected keys: {sorted(kwargs)}")
     try:
         return cls(**kwargs)
@@ -134,7 +129,7 @@ def build_net(net_config: Mapping[str, Any]) -> nn.Module:
 
 
 def _mismatch(own: Mapping[str, torch.Tensor], saved: Mapping[str, Any]) -> str | None:
-    """One line describing how ``saved`` weights fail to fit ``own``, or None if they fit."""
+    """How ``saved`` weights fail to fit ``own``, in one line; None if they fit."""
     shape = lambda t: "x".join(map(str, getattr(t, "shape", ())))  # noqa: E731
     problems = {
         "missing weights": sorted(own.keys() - saved.keys()),
@@ -149,9 +144,8 @@ def _mismatch(own: Mapping[str, torch.Tensor], saved: Mapping[str, Any]) -> str 
 
 
 def restore(path: str | Path | None, model_config: Mapping[str, Any] | None = None) -> Restored:
-    """Rebuild the checkpoint's classifier in eval mode, from its saved ``net_config``; a given
-    ``model_config`` (``model=``) is built instead, and a checkpoint that does not fit it is a
-    :class:`CheckpointError`."""
+    """Rebuild the checkpoint's classifier in eval mode from its saved ``net_config``, or from
+    ``model_config`` (``model=``) when given, which the checkpoint must fit."""
     checkpoint = load_checkpoint(path)
     path = Path(path).expanduser()
     hparams = checkpoint.get("hyper_parameters") or {}
@@ -178,7 +172,6 @@ def restore(path: str | Path | None, model_config: Mapping[str, Any] | None = No
         net, net_config = build_net(saved_config), dict(saved_config)
     else:
         raise CheckpointError(f"{path} records no model config: name it, e.g. model=lenet")
-
     module = Classifier(
         net,
         num_classes=hparams.get("num_classes", 10),

@@ -1,10 +1,9 @@
 """DDP inside a Hydra multirun: each job's child processes run that job, not the whole sweep.
 
-Lightning starts the ranks above 0 by running the command line again with ``hydra.run.dir`` set:
-in a multirun that is the sweep (or the search), run again into a stray folder. And the variables
-Lightning exports for the children (``LOCAL_RANK``, ...) and its process group stayed in the
-sweep's process, so the next job believed a cluster had started its processes and launched none.
-"""
+Lightning starts ranks above 0 by running the command line again with ``hydra.run.dir`` set: in
+a multirun that is the whole sweep again, into a stray folder. And the variables it exports for
+the children (``LOCAL_RANK``, ...) and its process group stayed, so the next job believed a
+cluster had started its processes and launched none."""
 
 from __future__ import annotations
 
@@ -17,8 +16,8 @@ from mnistapp.runtime import is_multirun
 
 # Set by Lightning's subprocess launcher in the process that starts the children.
 LAUNCH_VARIABLES = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
-# Lightning has no public hook for the children's command: we replace its private function,
-# checked on the version below (test_ddp_inside_a_search_trains_each_trial_once).
+# Lightning has no public hook for the children's command: its private _hydra_subprocess_cmd is
+# replaced, on this version only (test_ddp_inside_a_search_trains_each_trial_once).
 PATCHED_LIGHTNING = "2.6."
 
 
@@ -34,29 +33,24 @@ def job_command(local_rank: int) -> tuple[Sequence[str], str]:
         command = [sys.executable, to_absolute_path(sys.argv[0])]
     else:  # python -m mnistapp.cli.train, mnistapp-train
         command = [sys.executable, "-m", __main__.__spec__.name]
-    command += list(hydra_cfg.overrides.task)  # the job's own values, one per swept key
-    command += [
+    return [
+        *command,
+        *hydra_cfg.overrides.task,  # the job's own values, one per swept key
         f'hydra.run.dir="{hydra_cfg.runtime.output_dir}"',
         f"hydra.job.name=train_ddp_process_{local_rank}",
-        # rank 0 already wrote the job's .hydra/ folder
-        "hydra.output_subdir=null",
-        # a single run, even when the job's overrides hold `hparams_search=optuna` (a search)
-        "hydra.mode=RUN",
-    ]
-    return command, get_original_cwd()
+        "hydra.output_subdir=null",  # rank 0 already wrote the job's .hydra/ folder
+        "hydra.mode=RUN",  # a single run, even when the job's overrides hold a search
+    ], get_original_cwd()
 
 
 @contextmanager
 def ddp_runs_this_job() -> Iterator[None]:
-    """Around a multirun job's fit and test: children run the job, and leave nothing behind.
-
-    Outside a multirun it does nothing: Lightning's own command (the single run again, in the
-    same folder) is right there.
-    """
-    if not is_multirun():
+    """Around a multirun job's fit and test: DDP children run the job and leave nothing behind."""
+    if not is_multirun():  # Lightning's own command is right outside a multirun
         yield
         return
     import lightning
+    import torch.distributed as dist
     from lightning.pytorch.strategies.launchers import subprocess_script as launcher
 
     if not lightning.__version__.startswith(PATCHED_LIGHTNING):
@@ -70,12 +64,9 @@ def ddp_runs_this_job() -> Iterator[None]:
         yield
     finally:
         launcher._hydra_subprocess_cmd = lightnings
-        import torch.distributed as dist
-
         if dist.is_available() and dist.is_initialized():
             dist.destroy_process_group()
         for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
+            os.environ.pop(name, None)
+            if value is not None:
                 os.environ[name] = value

@@ -11,11 +11,8 @@ from lightning.pytorch.loggers.logger import rank_zero_experiment
 
 
 class ResumableCSVLogger(CSVLogger):
-    """``CSVLogger`` that appends to an existing ``metrics.csv`` instead of deleting it.
-
-    Lightning's writer deletes the file when it starts in a non-empty folder, so a resume lost
-    the run's curves (tests/test_resume.py::test_a_resume_appends_to_the_runs_csv).
-    """
+    """``CSVLogger`` that appends to an existing ``metrics.csv``: Lightning's writer deletes it
+    (tests/test_resume.py::test_a_resume_appends_to_the_runs_csv)."""
 
     @property
     @rank_zero_experiment

@@ -1,21 +1,17 @@
-"""The LightningModule: owns the loss, the torchmetrics per stage and the optimiser binding."""
+"""The LightningModule: the loss, the torchmetrics of each stage and the optimiser."""
 
 from __future__ import annotations
 
 import inspect
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from typing import Any
 
 import lightning as L
 import torch
 from torch import Tensor, nn
-from torchmetrics import MaxMetric, MeanMetric, MetricCollection
-from torchmetrics.classification import (
-    MulticlassAccuracy,
-    MulticlassConfusionMatrix,
-    MulticlassF1Score,
-)
+from torchmetrics import Accuracy, ConfusionMatrix, F1Score, MaxMetric, MeanMetric, MetricCollection
 
 from mnistapp.errors import ConfigError, DivergedError
 
@@ -25,13 +21,10 @@ STAGES = ("train", "val", "test")
 
 
 class Classifier(L.LightningModule):
-    """Cross-entropy classification of any ``nn.Module`` that maps images to logits.
+    """Cross-entropy classification by any ``nn.Module`` that maps images to logits.
 
-    ``optimizer`` and ``scheduler['scheduler']`` are partials (Hydra ``_partial_: true``) bound
-    here to the parameters. ``net_config``, ``model_name`` (e.g. ``lenet``) and ``class_names``
-    are saved in the checkpoint, so evaluation rebuilds and names the architecture and classes
-    alone. ``test_step`` returns the predictions (for ``MisclassifiedDigits``).
-    """
+    ``optimizer`` and ``scheduler['scheduler']`` are Hydra partials bound here to the parameters;
+    ``net_config``, ``model_name`` and ``class_names`` go into the checkpoint for evaluation."""
 
     def __init__(
         self,
@@ -52,90 +45,73 @@ class Classifier(L.LightningModule):
         # plain strings: a config list (ListConfig) would not load from a weights_only checkpoint
         class_names = None if class_names is None else [str(name) for name in class_names]
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
-        # NHWC lets oneDNN (CPU) and cuDNN (tensor cores) pick their fast convolution kernels;
-        # a module's .to(device) and a checkpoint's load keep the layout
-        self.channels_last = channels_last
+        # NHWC lets oneDNN (CPU) and cuDNN (tensor cores) pick their fast convolution kernels
         self.net = net.to(memory_format=torch.channels_last) if channels_last else net
-        if compile:  # compiles forward in place: the state_dict keys (and checkpoints) stay
+        if compile:  # in place: the state_dict keys (and checkpoints) stay those of the net
             self.net.compile()
-        self.optimizer_factory = optimizer
-        self.scheduler_config = dict(scheduler or {})
+        self.optimizer_factory, self.scheduler_config = optimizer, dict(scheduler or {})
         self.criterion = nn.CrossEntropyLoss()
-        # Our own argmax predictions and labels: argument validation would only add device syncs
-        metrics = MetricCollection(
-            {
-                "acc": MulticlassAccuracy(num_classes, average="micro", validate_args=False),
-                "f1": MulticlassF1Score(num_classes, average="macro", validate_args=False),
-            }
-        )
-        # One set per stage, so train/val/test states never mix; a NaN loss must show
-        # (nan_strategy="disable") rather than be silently dropped from the mean.
-        for stage in STAGES:
+        # validate_args=False: the inputs are our own argmax, and checking them costs device syncs
+        args = {"task": "multiclass", "num_classes": num_classes, "validate_args": False}
+        acc, f1 = Accuracy(**args, average="micro"), F1Score(**args, average="macro")
+        metrics = MetricCollection({"acc": acc, "f1": f1})
+        for stage in STAGES:  # a NaN loss must show, not drop out of the mean
             setattr(self, f"{stage}_metrics", metrics.clone(prefix=f"{stage}/"))
             setattr(self, f"{stage}_loss", MeanMetric(nan_strategy="disable"))
         self.val_f1_best = MaxMetric()
-        self.val_f1_best.persistent(True)  # in the checkpoint: a resumed run keeps its best
-        self.test_f1_per_class = MulticlassF1Score(num_classes, average=None, validate_args=False)
-        self.test_confusion = MulticlassConfusionMatrix(num_classes, validate_args=False)
+        self.val_f1_best.persistent(True)  # a resumed run keeps its best
+        self.test_f1_per_class = F1Score(**args, average=None)
+        self.test_confusion = ConfusionMatrix(**args)
         self.test_results: dict[str, Any] = {}  # the last test's per-class F1 and confusion
-        # this epoch's (loss, preds, targets) per stage, not yet given to the metrics
+        # (loss, preds, targets) of this epoch's batches, given to the metrics at its end
         self._pending: dict[str, list[tuple[Tensor, Tensor, Tensor]]] = {s: [] for s in STAGES}
-        self._window: list[Tensor] = []  # training losses since the last logged step point
+        self._window: list[Tensor] = []  # training losses since the last logged step
         self._logged_step = -1
-        self.max_loss = max_loss
         self.start_epoch = 0
 
     @property
     def class_names(self) -> list[str]:
-        """The name of each class: saved with the model, else the DataModule's, else ``0..n-1``."""
+        """The class names: saved with the model, else the DataModule's, else ``0..n-1``."""
         names = self.hparams.get("class_names")
         if not names and self._trainer is not None:
             names = getattr(self._trainer.datamodule, "class_names", None)
         return list(names) if names else [str(k) for k in range(self.hparams.num_classes)]
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.channels_last and x.ndim == 4:
+        if self.hparams.channels_last and x.ndim == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         return self.net(x)
 
     def _step(self, batch: tuple[Tensor, Tensor], stage: str) -> tuple[Tensor, Tensor]:
         x, y = batch
         logits = self(x)
-        loss = self.criterion(logits, y)
-        preds = logits.argmax(dim=1)
+        loss, preds = self.criterion(logits, y), logits.argmax(dim=1)
         self._pending[stage].append((loss.detach(), preds, y))
         return loss, preds
 
     def _log_epoch(self, stage: str) -> dict[str, Tensor]:
-        """Update, compute, log and reset a stage's figures (synced across DDP ranks).
-
-        One torchmetrics update per epoch with every batch: an update costs about 0.1 ms of
-        Python whatever its size, and handing a Metric to ``self.log`` about 1 ms a call.
-        """
+        # One metric update per epoch: each costs ~0.1 ms of Python whatever its size, and
+        # handing a Metric to self.log ~1 ms a call
         pending, self._pending[stage] = self._pending[stage], []
         loss, metrics = getattr(self, f"{stage}_loss"), getattr(self, f"{stage}_metrics")
         if pending:
             losses, preds, targets = zip(*pending, strict=True)
             sizes = torch.tensor([len(t) for t in targets], device=losses[0].device)
             loss.update(torch.stack(losses), weight=sizes)
-            metrics.update(torch.cat(preds), torch.cat(targets))
+            preds, targets = torch.cat(preds), torch.cat(targets)
+            metrics.update(preds, targets)
             if stage == "test":
-                self.test_f1_per_class.update(torch.cat(preds), torch.cat(targets))
-                self.test_confusion.update(torch.cat(preds), torch.cat(targets))
+                self.test_f1_per_class.update(preds, targets)
+                self.test_confusion.update(preds, targets)
         values = {f"{stage}/loss": loss.compute(), **metrics.compute()}
         loss.reset()
         metrics.reset()
         self.log_dict(values, prog_bar=True)
         return values
 
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        loss = self._step(batch, "train")[0]
-        self._window.append(loss.detach())
-        return loss
-
     def on_fit_start(self) -> None:
-        # torch.compile fails only at the first forward, inside a long traceback (no C++
-        # compiler, no Triton): try it on one op first, so that is one line
+        # torch.compile fails only at the first forward, in a long traceback (no C++ compiler,
+        # no Triton): trying it on one op first makes that one line
         if self.hparams.compile:
             try:
                 torch.compile(torch.neg)(torch.zeros(1, device=self.device))
@@ -148,10 +124,14 @@ class Classifier(L.LightningModule):
     def on_train_start(self) -> None:
         self.start_epoch = self.current_epoch  # after a resume, the epoch it went on from
 
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        loss = self._step(batch, "train")[0]
+        self._window.append(loss.detach())
+        return loss
+
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        # Lightning hands step values to the loggers after the optimiser step that makes
-        # global_step a multiple of log_every_n_steps; the mean of the window since the last
-        # point goes with them: one host sync per point, none in the steps between
+        # Lightning hands step values to the loggers every log_every_n_steps; the window's mean
+        # goes with them: one host sync per logged step, none in between
         every = self.trainer.log_every_n_steps
         if every and self.global_step % every == 0 and self.global_step != self._logged_step:
             self._check_divergence()
@@ -159,17 +139,16 @@ class Classifier(L.LightningModule):
             self._window, self._logged_step = [], self.global_step
 
     def _check_divergence(self) -> None:
-        """Stop on a non-finite loss, or one above ``max_loss``, in the window (one host sync)."""
         if not self._window:
             return
-        losses = torch.stack(self._window)
-        bad = ~torch.isfinite(losses) | (losses > self.max_loss)
+        losses, max_loss = torch.stack(self._window), self.hparams.max_loss
+        bad = ~torch.isfinite(losses) | (losses > max_loss)
         if bad.any():
             first = int(bad.nonzero()[0])
             step = self.global_step - (len(losses) - 1 - first)
             raise DivergedError(
                 f"training diverged at epoch {self.current_epoch}, step {step}: loss "
-                f"{losses[first].item():.4g} (non-finite or above max_loss={self.max_loss:g}); "
+                f"{losses[first].item():.4g} (non-finite or above max_loss={max_loss:g}); "
                 "try a lower optimizer.lr"
             )
 
@@ -193,7 +172,7 @@ class Classifier(L.LightningModule):
         self.log("val/f1_best", self.val_f1_best.compute(), prog_bar=True)
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        return self._step(batch, "test")[1]
+        return self._step(batch, "test")[1]  # the predictions, for MisclassifiedDigits
 
     def on_test_epoch_end(self) -> None:
         self._log_epoch("test")
@@ -212,8 +191,8 @@ class Classifier(L.LightningModule):
         self.test_confusion.reset()
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # Lightning restores model, optimizer, scheduler and loops; the random streams (dropout,
-        # augmentation) are ours to keep, so a resumed run draws what it would have drawn.
+        # Lightning does not keep the random streams (dropout, augmentation): a resumed run
+        # draws what it would have drawn
         checkpoint["rng_states"] = {"torch": torch.get_rng_state()}
         if torch.cuda.is_available():
             checkpoint["rng_states"]["cuda"] = torch.cuda.get_rng_state_all()
@@ -233,10 +212,11 @@ class Classifier(L.LightningModule):
             return optimizer
         options = dict(self.scheduler_config)
         factory = options.pop("scheduler")
-        # Schedulers that need the run length (OneCycleLR) get it from the trainer.
-        func, keywords = getattr(factory, "func", factory), getattr(factory, "keywords", {})
-        kwargs = {}
-        if "total_steps" in inspect.signature(func).parameters and "total_steps" not in keywords:
-            kwargs["total_steps"] = int(self.trainer.estimated_stepping_batches)
-        scheduler = factory(optimizer, **kwargs)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, **options}}
+        # a scheduler that needs the run's length (OneCycleLR) gets it from the trainer
+        needs_length = "total_steps" in inspect.signature(factory).parameters
+        if needs_length and "total_steps" not in getattr(factory, "keywords", {}):
+            factory = partial(factory, total_steps=int(self.trainer.estimated_stepping_batches))
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": factory(optimizer), **options},
+        }

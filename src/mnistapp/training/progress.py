@@ -1,9 +1,7 @@
-"""Progress that suits where it goes: Lightning's live bar in a terminal, plain lines in a file.
+"""Lightning's live bar in a terminal; plain log lines in a file (SLURM, ``nohup``, CI).
 
-Lightning's bars redraw with carriage returns even when the stream is a file (SLURM's output,
-``nohup``, CI), which then fills with copies of the bar: :class:`LogProgress` is ours only for
-that case (tests/test_train_cli.py::test_progress_in_a_log_file_is_plain_lines).
-"""
+Lightning's TQDM and Rich bars redraw with carriage returns even into a file and have no line
+mode, so :class:`LogProgress` is ours for that case alone."""
 
 from __future__ import annotations
 
@@ -21,8 +19,7 @@ log = logging.getLogger(__name__)
 def progress_bar(
     style: str = "tqdm", refresh_rate: int = 20, interval_s: float = 30
 ) -> ProgressBar:
-    """Lightning's ``tqdm`` (on stderr) or ``rich`` (on stdout) bar when that stream is a
-    terminal, else :class:`LogProgress`."""
+    """Lightning's ``tqdm`` (stderr) or ``rich`` (stdout) bar on a terminal, else LogProgress."""
     bars = {"tqdm": (TQDMProgressBar, sys.stderr), "rich": (RichProgressBar, sys.stdout)}
     if style not in bars:
         raise ValueError(f"progress bar style must be tqdm or rich (got {style!r})")
@@ -31,27 +28,23 @@ def progress_bar(
 
 
 class LogProgress(ProgressBar):
-    """Log lines: one every ``interval_s`` seconds of training, one per epoch with its metrics
-    (once the module has logged them: at the next epoch's start or the end), one per test."""
+    """A log line every ``interval_s`` seconds of training, one per test, and one per epoch with
+    its metrics (at the next epoch's start, or at the end, once the module has logged them)."""
 
     def __init__(self, interval_s: float = 30) -> None:
         super().__init__()
-        self.interval_s, self._enabled = interval_s, True
+        self.interval_s, self.is_enabled = interval_s, True
         self._last = self._start = 0.0
         self._finished: tuple[str, float] | None = None  # an epoch not yet reported
 
     def disable(self) -> None:  # Lightning disables it on ranks other than 0
-        self._enabled = False
+        self.is_enabled = False
 
     def enable(self) -> None:
-        self._enabled = True
-
-    @property
-    def is_enabled(self) -> bool:
-        return self._enabled
+        self.is_enabled = True
 
     def _say(self, message: str, *args: Any) -> None:
-        if self._enabled:
+        if self.is_enabled:
             log.info(message, *args)
 
     def _epoch(self, trainer: L.Trainer) -> str:

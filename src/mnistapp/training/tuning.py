@@ -1,8 +1,5 @@
-"""Pruning for ``hparams_search=optuna``: a job reports its epochs to the trial it is
-(``tune.trial``, set by ``hydra_plugins.mnistapp_optuna``), and stops when the study's pruner
-says so; the run records ``pruned``. Jobs are separate processes, so this needs a storage they
-all reach: the preset's sqlite file.
-"""
+"""Pruning for ``hparams_search=optuna``: a job reports each epoch to its trial (``tune.trial``,
+set by the sweeper) in the study's storage, which every job process reaches (sqlite)."""
 
 from __future__ import annotations
 
@@ -17,7 +14,7 @@ log = logging.getLogger(__name__)
 class OptunaPruning(L.Callback):
     """Report ``monitor`` to Optuna trial ``trial`` each epoch; stop the run if ``pruner`` says so.
 
-    Inactive (a no-op) outside an Optuna sweep: ``trial`` or ``storage`` is ``None``.
+    A no-op outside an Optuna sweep (``trial`` or ``storage`` is None).
     """
 
     def __init__(
@@ -30,12 +27,9 @@ class OptunaPruning(L.Callback):
     ) -> None:
         self.storage, self.study_name, self.number = storage, study_name, trial
         self.monitor, self.pruner = monitor, pruner
+        self.active = trial is not None and storage is not None
         self.pruned_at: int | None = None  # the epoch after which the trial was pruned
         self._trial: Any = None
-
-    @property
-    def active(self) -> bool:
-        return self.number is not None and self.storage is not None
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage != "fit" or not self.active or not trainer.is_global_zero:
@@ -43,7 +37,7 @@ class OptunaPruning(L.Callback):
         import optuna
 
         storage = optuna.storages.RDBStorage(self.storage)
-        # the pruner is not saved with the study: each process brings its own (the sweeper's)
+        # the study does not keep its pruner: each process brings the sweeper's
         study = optuna.load_study(study_name=self.study_name, storage=storage, pruner=self.pruner)
         study_id = storage.get_study_id_from_name(self.study_name)
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, self.number)
@@ -56,14 +50,13 @@ class OptunaPruning(L.Callback):
         if self._trial is not None:
             value = trainer.callback_metrics.get(self.monitor)
             if value is None:
+                logged = ", ".join(sorted(trainer.callback_metrics))
                 raise KeyError(
-                    f"tune.prune_on={self.monitor!r} is not a logged metric; logged: "
-                    f"{', '.join(sorted(trainer.callback_metrics))}"
+                    f"tune.prune_on={self.monitor!r} is not a logged metric; logged: {logged}"
                 )
             self._trial.report(float(value), step=trainer.current_epoch)
             prune = self._trial.should_prune()
-        # every DDP rank must stop at the same epoch
-        if trainer.strategy.broadcast(prune, src=0):
+        if trainer.strategy.broadcast(prune, src=0):  # every DDP rank stops at the same epoch
             self.pruned_at = trainer.current_epoch
             trainer.should_stop = True
             log.info(
