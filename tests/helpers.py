@@ -103,11 +103,16 @@ def run_module(
 
 
 def train_here(*overrides: str, output_dir: Path) -> dict[str, Any]:
-    """``python train.py overrides...`` in this process, into ``output_dir``: its record."""
+    """``python train.py overrides...`` in this process, into ``output_dir``: its record. Its W&B
+    run is finished as a job's is: one left open would be reused by the next test's logger."""
     from mnistapp.cli.task import run_task
     from mnistapp.cli.train import RESULT_KEYS, train
+    from mnistapp.training import tracking
 
-    return run_task(train, compose(*overrides, output_dir=output_dir), RESULT_KEYS)
+    try:
+        return run_task(train, compose(*overrides, output_dir=output_dir), RESULT_KEYS)
+    finally:
+        tracking.finish_runs()
 
 
 def train_tiny(data_dir: Path, log_dir: Path, *extra: str) -> Path:

@@ -19,9 +19,8 @@ from mnistapp.errors import DataSourceError
 class TensorBatchLoader:
     """Batches by slicing resident tensors with a (shuffled) index: no per-image ``__getitem__``.
 
-    Rank ``r`` takes every ``world_size``-th index of one permutation of ``seed`` + epoch (so a
-    resumed run shuffles as it would have). Training shards are trimmed to equal length (DDP needs
-    the same step count on every rank); evaluation shards keep every sample.
+    Rank ``r`` takes every ``world_size``-th index of one permutation of ``seed`` + epoch. Training
+    shards are trimmed to equal length (DDP needs the same step count on every rank).
     """
 
     images: Tensor
@@ -32,8 +31,7 @@ class TensorBatchLoader:
     rank: int = 0
     world_size: int = 1
     equal_shards: bool = False
-    # the trainer's epoch, when training: the shuffle then follows it, also after a resume
-    epoch_source: Callable[[], int] | None = None
+    epoch_source: Callable[[], int] | None = None  # the trainer's epoch: a resume shuffles alike
     epoch: int = field(default=0, init=False)
     # the current pass: its epoch and how many batches it has handed out (mid-epoch resume)
     _pass: dict[str, int] = field(default_factory=lambda: {"epoch": 0, "position": 0}, init=False)
@@ -47,8 +45,14 @@ class TensorBatchLoader:
         """Go on from ``state`` in the next pass, when that pass is the same epoch."""
         self._resume_at = dict(state)
 
-    def _indices(self) -> Tensor:
+    def __len__(self) -> int:
         n = len(self.labels)
+        n = n // self.world_size if self.equal_shards else len(range(self.rank, n, self.world_size))
+        return -(-n // self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        n = len(self.labels)
+        order = torch.arange(n)
         if self.shuffle:
             if self.epoch_source is not None:
                 self.epoch = self.epoch_source()
@@ -56,19 +60,9 @@ class TensorBatchLoader:
             order = torch.randperm(n, generator=generator)
             self._pass["epoch"] = self.epoch
             self.epoch += 1
-        else:
-            order = torch.arange(n)
         if self.equal_shards:
             order = order[: n - n % self.world_size]
-        return order[self.rank :: self.world_size].to(self.labels.device)
-
-    def __len__(self) -> int:
-        n = len(self.labels)
-        n = n // self.world_size if self.equal_shards else len(range(self.rank, n, self.world_size))
-        return -(-n // self.batch_size)
-
-    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        order = self._indices()
+        order = order[self.rank :: self.world_size].to(self.labels.device)
         resume, self._resume_at = self._resume_at, None
         first = resume["position"] if resume and resume["epoch"] == self._pass["epoch"] else 0
         self._pass["position"] = first
@@ -79,10 +73,7 @@ class TensorBatchLoader:
 
 
 class MNISTDataModule(L.LightningDataModule):
-    """MNIST or Fashion-MNIST as resident uint8 tensors, normalised and augmented on the device.
-
-    ``num_classes``, ``channels``, ``image_size`` describe the data (``setup`` checks the files).
-    """
+    """MNIST or Fashion-MNIST as resident uint8 tensors, normalised and augmented on the device."""
 
     def __init__(
         self,
@@ -106,17 +97,15 @@ class MNISTDataModule(L.LightningDataModule):
         super().__init__()
         if dataset not in DATASETS:
             raise ValueError(f"data.dataset must be one of {sorted(DATASETS)}, got {dataset!r}")
-        # cli.schema checks batch sizes, mean and std; setup checks val_size against the files
         names = [str(i) for i in range(num_classes)] if class_names is None else class_names
         if isinstance(names, str) or len(names) != num_classes or len(set(names)) != len(names):
             raise ValueError(
                 f"data.class_names must be a list of data.num_classes={num_classes} distinct "
-                f"names, got {list(names) if not isinstance(names, str) else names!r}"
+                f"names, got {names!r}"
             )
         self.save_hyperparameters(logger=False)
-        # plain strings: a config list (ListConfig) would not load from a weights_only checkpoint
+        # plain values: a config list (ListConfig) would not load from a weights_only checkpoint
         self.hparams.class_names = [str(name) for name in names]
-        # training batches only, on their device, before normalisation (on_after_batch_transfer)
         self.augment = None if augment is None else RandomAffine.from_config(augment)
         self.hparams.augment = None if self.augment is None else self.augment.as_config()
         self.data: dict[str, tuple[Tensor, Tensor]] = {}
@@ -137,53 +126,45 @@ class MNISTDataModule(L.LightningDataModule):
             return
         from torchvision.datasets.mnist import read_image_file, read_label_file
 
-        hp = self.hparams
-        raw = DATASETS[hp.dataset].raw(hp.data_dir)
+        hp, dataset = self.hparams, DATASETS[self.hparams.dataset]
+        # resident on the GPU when training there: batches are then slices, never copies
+        device = self.trainer.strategy.root_device if self.trainer else torch.device("cpu")
+        keep = device if device.type == "cuda" else "cpu"
 
         def read(name: str) -> Tensor:
+            path = dataset.raw(hp.data_dir) / name
             try:
-                return (read_label_file if "labels" in name else read_image_file)(str(raw / name))
+                return (read_label_file if "labels" in name else read_image_file)(str(path))
             except (AssertionError, OSError, TypeError, ValueError, RuntimeError) as err:
                 # torchvision asserts on a bad IDX header (data.verify=false lets such a file in)
-                raise DataSourceError(
-                    f"{raw / name} is not an IDX file torchvision can read "
-                    f"({type(err).__name__}: {err})"
-                ) from None
+                message = f"is not an IDX file torchvision can read ({type(err).__name__}: {err})"
+                raise DataSourceError(f"{path} {message}") from None
 
-        kinds = ("images-idx3-ubyte", "labels-idx1-ubyte")
-        x, y, *test = [read(f"{split}-{kind}") for split in ("train", "t10k") for kind in kinds]
-        size, n_val = hp.image_size, hp.val_size
+        # train images and labels, then the test set's
+        x, y, *test = [read(name).to(keep) for name in dataset.md5]
         if hp.channels != 1:
             raise ValueError(f"IDX images have 1 channel, data.channels={hp.channels}")
-        if tuple(x.shape[1:]) != (size, size):
-            raise ValueError(f"images are {tuple(x.shape[1:])}, data.image_size={size}")
+        if tuple(x.shape[1:]) != (hp.image_size, hp.image_size):
+            raise ValueError(f"images are {tuple(x.shape[1:])}, data.image_size={hp.image_size}")
         highest = int(max(y.max(), test[1].max()))
         if highest >= hp.num_classes:
             raise ValueError(f"labels go up to {highest}, data.num_classes={hp.num_classes}")
-        if not 0 <= n_val < len(y):
-            raise ValueError(f"data.val_size={n_val} must be below the {len(y)} images")
+        if not 0 <= hp.val_size < len(y):
+            raise ValueError(f"data.val_size={hp.val_size} must be below the {len(y)} images")
         perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(hp.split_seed))
-        val, train = perm[:n_val], perm[n_val:]
-        device = self.trainer.strategy.root_device if self.trainer is not None else None
-        keep = device if device is not None and device.type == "cuda" else torch.device("cpu")
-        splits = {"train": (x[train], y[train]), "val": (x[val], y[val]), "test": tuple(test)}
-        self.data = {
-            k: (images.to(keep), labels.to(keep)) for k, (images, labels) in splits.items()
-        }
+        val, train = perm[: hp.val_size].to(keep), perm[hp.val_size :].to(keep)
+        self.data = {"train": (x[train], y[train]), "val": (x[val], y[val]), "test": tuple(test)}
 
     def _loader(self, split: str, train: bool = False) -> TensorBatchLoader:
         trainer = self.trainer
-        rank, world = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
-        images, labels = self.data[split]
         return TensorBatchLoader(
-            images,
-            labels,
+            *self.data[split],
             self.hparams.batch_size if train else self.hparams.eval_batch_size,
             # overfit_batches must see the same few batches every epoch
             shuffle=train and not (trainer and trainer.overfit_batches),
             seed=self.hparams.seed,
-            rank=rank,
-            world_size=world,
+            rank=trainer.global_rank if trainer else 0,
+            world_size=trainer.world_size if trainer else 1,
             equal_shards=train,
             epoch_source=(lambda: trainer.current_epoch) if train and trainer else None,
         )

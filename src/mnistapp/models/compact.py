@@ -1,31 +1,29 @@
-"""The "< 10k parameters, > 99% in 10 epochs" study (Keras, Adam lr 1e-3): three compact nets,
-our reconstructions from the published counts (the write-up gives no layers; docs/MODELS.md)."""
+"""Compact nets: the "< 10k parameters" study's three (rebuilt from its counts) and pareto's."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
 
-from mnistapp.models.base import ZooModel
+from mnistapp.models.base import ConvStack, ZooModel, check_int
 
 
 class Conv10k(ZooModel):
-    """Conv7(20) BN act -> Conv5(10) BN act -> MaxPool -> Conv5(num_classes) -> global average
-    pool: 8,640 parameters (8,580 trainable), as published. The second conv gets ``width // 2``;
-    ``features`` is the flat map the classifier conv reads (10 x 9 x 9 on 28x28)."""
+    """Conv7(20) BN act -> Conv5(10) BN act -> MaxPool -> Conv5(num_classes) -> global avg pool."""
 
     def __init__(self, width: int = 20, activation: str = "relu", **io: int) -> None:
         super().__init__(**io)
-        stack = self.conv_stack()
+        stack = ConvStack(self)
         stack.conv(width, 7, activation, batch_norm=True, where="the 7x7 conv")
         stack.conv(max(1, width // 2), 5, activation, batch_norm=True, where="the first 5x5 conv")
         stack.pool(where="the pool")
         self.body = nn.Sequential(*stack.layers, nn.Flatten())
         unflatten = nn.Unflatten(1, (stack.channels, stack.size, stack.size))
         stack.conv(self.num_classes, 5, None, where="the classifier 5x5 conv")
-        self.head = nn.Sequential(
-            unflatten, stack.layers[-1], nn.AdaptiveAvgPool2d(1), nn.Flatten()
-        )
+        pool = nn.AdaptiveAvgPool2d(1)
+        self.head = nn.Sequential(unflatten, stack.layers[-1], pool, nn.Flatten())
 
 
 class SeparableConv2d(nn.Sequential):
@@ -37,14 +35,12 @@ class SeparableConv2d(nn.Sequential):
 
 
 class SeparableCNN(ZooModel):
-    """Sep3(12) BN act -> Sep3(16) BN act -> MaxPool -> Sep3(16) BN act -> MaxPool -> Linear:
-    4,863 trainable + 88 BatchNorm statistics (published 4,879 + 88). The later layers get
-    ``round(4 * width / 3)``."""
+    """Sep3(12) BN act -> Sep3(16) BN act -> MaxPool -> Sep3(16) BN act -> MaxPool -> Linear."""
 
     def __init__(self, width: int = 12, activation: str = "relu", **io: int) -> None:
         super().__init__(**io)
         wide = max(1, round(4 * width / 3))
-        stack = self.conv_stack()
+        stack = ConvStack(self)
         for i, channels in enumerate((width, wide, wide), start=1):
             sep, where = SeparableConv2d(stack.channels, channels, 3), f"separable conv {i}"
             stack.conv(channels, 3, activation, batch_norm=True, modules=[sep], where=where)
@@ -69,13 +65,12 @@ class InceptionBlock(nn.Module):
 
 
 class InceptionCNN(ZooModel):
-    """Inception(1x1: w, 3x3: 2w, 5x5: w) act -> MaxPool -> Conv3(w) act -> Conv3(2w) act ->
-    MaxPool -> Linear, ``w = width``: 3,078 parameters, all trainable (published 3,077)."""
+    """Inception(1x1: w, 3x3: 2w, 5x5: w) act Pool -> Conv3(w) act -> Conv3(2w) act Pool -> FC."""
 
     def __init__(self, width: int = 4, activation: str = "relu", **io: int) -> None:
         super().__init__(**io)
         block = InceptionBlock(self.in_channels, {1: width, 3: 2 * width, 5: width})
-        stack, where = self.conv_stack(), "the inception block"
+        stack, where = ConvStack(self), "the inception block"
         stack.conv(block.out_channels, 1, activation, padding="same", modules=[block], where=where)
         stack.pool(where="pool 1").conv(width, 3, activation, where="conv 1")
         stack.conv(2 * width, 3, activation, where="conv 2").pool(where="pool 2")
@@ -86,3 +81,36 @@ class InceptionCNN(ZooModel):
     def first_conv(self) -> nn.Conv2d:
         """The inception block's largest-kernel branch (its kernels are the ones worth plotting)."""
         return self.body[0].branches[-1]
+
+
+class SeparableNet(ZooModel):
+    """Conv3 stem -> per ``channels`` entry, MaxPool and ``blocks`` x [Sep3 BN act] -> GAP -> FC.
+
+    ``experiment=pareto_*``; ``width / stem`` scales every channel count; convs carry no bias.
+    """
+
+    def __init__(
+        self,
+        width: int = 8,
+        stem: int = 8,
+        channels: Sequence[int] = (16, 24),
+        blocks: int = 1,
+        activation: str = "relu",
+        **io: int,
+    ) -> None:
+        super().__init__(**io)
+        scale = width / check_int("stem", stem)
+        check_int("blocks", blocks)
+        if not channels:
+            raise ValueError("channels must list at least one stage, got []")
+        stack, same_bn = ConvStack(self), {"padding": "same", "batch_norm": True}
+        stem_conv = [nn.Conv2d(self.in_channels, width, 3, padding=1, bias=False)]
+        stack.conv(width, 3, activation, modules=stem_conv, where="the stem conv", **same_bn)
+        for stage, size in enumerate((max(1, round(c * scale)) for c in channels), start=1):
+            stack.pool(where=f"the pool before stage {stage}")
+            for block in range(1, blocks + 1):
+                sep = [*SeparableConv2d(stack.channels, size, 3, padding=1, bias=False)]
+                where = f"stage {stage}, block {block}"
+                stack.conv(size, 3, activation, modules=sep, where=where, **same_bn)
+        self.body = nn.Sequential(*stack.layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.head = nn.Linear(stack.channels, self.num_classes)

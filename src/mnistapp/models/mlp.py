@@ -10,10 +10,10 @@ from mnistapp.models.base import ZooModel, check_int, dropout_layers, make_activ
 
 
 class MLP(ZooModel):
-    """Flatten -> ``[Linear -> activation -> Dropout]`` per hidden layer -> Linear. Hidden
-    sizes are ``hidden`` or ``[width] * depth``; the default (32 sigmoid units, 25,450
-    parameters) is study A's smallest. ``last_activation`` replaces the last hidden layer's
-    (study B). ``init="keras"``: weights as Keras' ``Dense`` (Glorot uniform, zero biases)."""
+    """Flatten -> [Linear act Dropout] per size in ``hidden`` (or ``[width] * depth``) -> Linear.
+
+    ``last_activation`` replaces the last hidden layer's; ``init="keras"``: Glorot uniform weights.
+    """
 
     def __init__(
         self,
