@@ -17,10 +17,9 @@ from typing import Any
 
 import pytest
 
-from mnistapp.cli.task import run_task
-from mnistapp.cli.train import RESULT_KEYS, expand_resume, train
+from mnistapp.cli.train import expand_resume
 from mnistapp.training import tracking
-from tests.helpers import compose, run_cli, tiny_overrides
+from tests.helpers import run_cli, tiny_overrides, train_here
 
 BLOCK = 32 * 1024  # the .wandb file is a LevelDB-style log of 32 KiB blocks
 FULL, FIRST, MIDDLE, LAST = 1, 2, 3, 4
@@ -103,15 +102,6 @@ def wandb_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[
         monkeypatch.setenv(name, value)
     yield env
     tracking.finish_runs()
-
-
-def train_here(*overrides: str, output_dir: Path) -> dict[str, Any]:
-    """``python train.py overrides...`` in this process (its record, also in ``metrics.json``),
-    its W&B run finished as a job's is."""
-    try:
-        return run_task(train, compose(*overrides, output_dir=output_dir), RESULT_KEYS)
-    finally:
-        tracking.finish_runs()
 
 
 METRICS = ("train/loss", "train/acc", "train/f1", "val/loss", "val/acc", "val/f1", "val/f1_best")
