@@ -213,8 +213,11 @@ def ensure_dataset(
                 f"{dataset.title} could not be read from {package} ({type(err).__name__}: "
                 f"{err}); reinstall it with: {dataset.install}"
             ) from None
-        for name in missing:
+        for name in missing:  # checked in memory: a bad file never reaches the raw folder
+            if hashlib.md5(blobs[name]).hexdigest() != checksums[name]:
+                raise DataSourceError(f"{name} from {package} fails its MD5 check")
             atomic_write(raw / name, blobs[name])
+            stamps[name] = {"md5": checksums[name], "stat": _fingerprint(raw / name)}
     elif missing:
         failure = ""
         if download:
@@ -230,10 +233,9 @@ def ensure_dataset(
                 f"or data.download=true (a torchvision download; needs the internet), or copy "
                 f"the four uncompressed IDX files into {raw}"
             )
-    for name in missing:  # a file that fails is removed by _verified
-        if not _verified(raw / name, checksums[name], stamps):
-            source = f"from {package}" if package else "downloaded by torchvision"
-            raise DataSourceError(f"{raw / name} {source} fails its MD5 check")
+        for name in missing:  # a file that fails is removed by _verified
+            if not _verified(raw / name, checksums[name], stamps):
+                raise DataSourceError(f"{raw / name} downloaded by torchvision fails its MD5 check")
     if stamps != _read_stamps(raw):
         try:
             atomic_write(raw / STAMP_FILE, json.dumps(stamps, indent=1).encode())
