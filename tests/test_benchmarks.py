@@ -1,17 +1,52 @@
-"""The benchmarks run end to end on tiny inputs and report what they measured."""
+"""The benchmarks run end to end on tiny inputs and report what they measured: each script as
+``__main__`` in the test's process (:func:`run_script`), which has torch and Lightning imported."""
 
 from __future__ import annotations
 
 import json
+import logging
 import math
+import runpy
+import sys
 from pathlib import Path
 
-from tests.helpers import run_cli, write_idx_dataset
+import pytest
+
+from tests.helpers import ROOT, write_idx_dataset
 
 PIPELINES = ("hand", "app", "app_nometrics", "torchvision")
+LIGHTNING_LOGGERS = ("lightning.pytorch", "lightning.fabric")
 
 
-def test_overhead_benchmark_times_every_pipeline(tmp_path: Path) -> None:
+def run_script(
+    script: str, *args: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> str:
+    """``OMP_NUM_THREADS=1 python <script> args...``, run as ``__main__`` in this process: its
+    stdout. The whole script, ``main`` and its argument parsing, without importing torch and
+    Lightning again in a new interpreter. One torch thread, as the variable would give: on a CPU
+    shared with other tests, threads that wait on each other cost many times the work. What the
+    script changes for its process (``sys.argv``, ``sys.path``, Lightning's log level, torch's
+    threads) is put back afterwards."""
+    import torch
+
+    monkeypatch.setattr(sys, "argv", [str(ROOT / script), *args])
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    levels = {name: logging.getLogger(name).level for name in LIGHTNING_LOGGERS}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    capsys.readouterr()
+    try:
+        runpy.run_path(str(ROOT / script), run_name="__main__")
+    finally:
+        torch.set_num_threads(threads)
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
+    return capsys.readouterr().out
+
+
+def test_overhead_benchmark_times_every_pipeline(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     data_dir = write_idx_dataset(tmp_path / "data")
     out = tmp_path / "out"
     overrides = [
@@ -20,12 +55,13 @@ def test_overhead_benchmark_times_every_pipeline(tmp_path: Path) -> None:
         "data.val_size=100",
         "data.eval_batch_size=50",
     ]
-    proc = run_cli(
+    stdout = run_script(
         "benchmarks/overhead.py",
         *("--models", "mlp", "--batch-sizes", "32", "--steps", "5", "--repeats", "2"),
         *("--device", "cpu", "--data-dir", str(data_dir), "--out", str(out)),
         *(arg for o in overrides for arg in ("--override", o)),
-        timeout=120,
+        capsys=capsys,
+        monkeypatch=monkeypatch,
     )
     report = json.loads((out / "overhead.json").read_text())
     assert report["settings"]["overrides"] == overrides
@@ -68,16 +104,20 @@ def test_overhead_benchmark_times_every_pipeline(tmp_path: Path) -> None:
 
     markdown = (out / "overhead.md").read_text()
     assert "| mlp | 32 | 5 |" in markdown and "run_training_batch" in markdown
-    assert "| mlp | 32 | 5 |" in proc.stdout
+    assert "| mlp | 32 | 5 |" in stdout
 
 
-def test_memory_format_benchmark_times_every_variant() -> None:
-    proc = run_cli(
+def test_memory_format_benchmark_times_every_variant(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stdout = run_script(
         "benchmarks/memory_format.py",
         *("--models", "lenet,pareto", "--batch-size", "8", "--steps", "2", "--repeats", "2"),
         *("--device", "cpu"),
+        capsys=capsys,
+        monkeypatch=monkeypatch,
     )
-    rows = [line for line in proc.stdout.splitlines() if line.startswith("| ")]
+    rows = [line for line in stdout.splitlines() if line.startswith("| ")]
     assert rows[0].split(" | ")[1:] == ["nchw fp32", "nhwc fp32", "nchw bf16", "nhwc bf16 |"]
     for model, row in zip(("lenet", "pareto"), rows[1:], strict=True):
         cells = row.strip("| ").split(" | ")

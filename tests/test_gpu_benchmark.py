@@ -1,4 +1,5 @@
-"""benchmarks/gpu.py in smoke mode (every part, a few CPU steps) and the ``compile`` option."""
+"""benchmarks/gpu.py in smoke mode (every part, a few CPU steps, run in this process as
+``__main__``) and the ``compile`` option."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers import compose, run_cli, tiny_overrides
+from tests.helpers import compose, tiny_overrides
+from tests.test_benchmarks import run_script
 
 SECTIONS = ("a_overhead", "b_speedrun", "c_precision", "d_channels_last", "e_compile", "f_ddp")
 # a number each measured row of a section must carry
@@ -22,16 +24,16 @@ MEASURE = {
 
 
 def test_gpu_benchmark_smoke_measures_or_explains_every_part(
-    tiny_data: Path, tmp_path: Path
+    tiny_data: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    proc = run_cli(
+    stdout = run_script(
         "benchmarks/gpu.py",
-        "--smoke",
-        "--data-dir",
-        str(tiny_data),
-        "--out",
-        str(tmp_path),
-        env={"OMP_NUM_THREADS": "1"},
+        *("--smoke", "--data-dir", str(tiny_data), "--out", str(tmp_path)),
+        capsys=capsys,
+        monkeypatch=monkeypatch,
     )
     report = json.loads((tmp_path / "gpu.json").read_text())
     markdown = (tmp_path / "gpu.md").read_text()
@@ -71,7 +73,7 @@ def test_gpu_benchmark_smoke_measures_or_explains_every_part(
     for title in ("(d) channels_last", "(e) compile", "(f) multi-GPU DDP"):
         assert f"## {title}" in markdown
     assert "| lenet | 16-mixed |" in markdown and "not measured: " in markdown
-    assert proc.stdout.rstrip().endswith(markdown.rstrip().splitlines()[-1])
+    assert stdout.rstrip().endswith(markdown.rstrip().splitlines()[-1])
 
 
 def test_compile_trains_mlp_on_cpu(
