@@ -32,8 +32,12 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def trained_run(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One tiny LeNet run (2 epochs, figures on), shared by the eval/predict/export/resume tests:
-    through the command line, so its folder is a real Hydra run folder (``.hydra/``)."""
+    through the command line, so its folder is a real Hydra run folder (``.hydra/``). Its
+    stdout is kept beside the run folder's parent, in ``<log_dir>/stdout.txt``
+    (test_lenet_sgd_trains_tests_and_writes_its_files reads it)."""
     log_dir = tmp_path_factory.mktemp("train")
-    run_cli("train.py", *tiny_overrides(tiny_data, log_dir))
+    # lenet and sgd are the defaults: named as a user names them
+    proc = run_cli("train.py", "model=lenet", "optimizer=sgd", *tiny_overrides(tiny_data, log_dir))
+    (log_dir / "stdout.txt").write_text(proc.stdout)
     (metrics,) = log_dir.glob("*/*/metrics.json")
     return metrics.parent

@@ -115,6 +115,23 @@ def train_here(*overrides: str, output_dir: Path) -> dict[str, Any]:
         tracking.finish_runs()
 
 
+def resume_here(run_dir: Path, *extra: str) -> dict[str, Any]:
+    """``python train.py resume=<run_dir> extra...`` in this process: the overrides
+    ``expand_resume`` puts back, in the folder they name, claimed as ``Preflight`` claims it."""
+    from mnistapp.cli.schema import Preflight
+    from mnistapp.cli.train import expand_resume
+
+    argv = expand_resume([f"resume={run_dir}", *extra])
+    cfg = compose(*argv)
+    preflight = Preflight()
+    preflight.on_run_start(cfg)  # checks the values; a resume of its own run: locked
+    try:
+        return train_here(*argv, output_dir=Path(cfg.hydra.run.dir))
+    finally:
+        if hasattr(preflight, "lock"):
+            os.close(preflight.lock)
+
+
 def train_tiny(data_dir: Path, log_dir: Path, *extra: str) -> Path:
     """Train the tiny LeNet in this process; return its run directory (``log_dir/run``)."""
     train_here(*tiny_overrides(data_dir, log_dir), *extra, output_dir=log_dir / "run")

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,15 @@ import yaml
 from mnistapp.cli.schema import Preflight
 from mnistapp.cli.task import hydra_error_message, run_task
 from mnistapp.training.checkpoints import load_checkpoint
-from tests.helpers import ROOT, compose, run_cli, run_module, tiny_overrides, train_here
+from tests.helpers import (
+    ROOT,
+    compose,
+    resume_here,
+    run_cli,
+    run_module,
+    tiny_overrides,
+    train_here,
+)
 
 NO_DEVELOPER = {"HYDRA_FULL_ERROR": "0"}  # the test runner sets it; users do not
 
@@ -414,9 +423,43 @@ def test_a_stopped_run_saves_last_ckpt_and_says_how_to_resume(
     assert f"Resume with: {record['resume']}" in stderr and "Traceback" not in stderr
     # the checkpoint is whole and safe to load, and the run goes on from it in its folder
     epoch = load_checkpoint(last)["epoch"]
-    run_cli("train.py", f"resume={metrics.parent}", f"trainer.max_epochs={epoch + 2}")
+    if signum == signal.SIGTERM:  # the printed command, as a user types it
+        _, script, *args = record["resume"].split()
+        run_cli(script, *args, f"trainer.max_epochs={epoch + 2}")
+    else:  # the same resume, in this process: once through the command line is enough
+        resume_here(metrics.parent, f"trainer.max_epochs={epoch + 2}")
     resumed = json.loads(metrics.read_text())
     assert resumed["status"] == "ok" and resumed["epochs"] == epoch + 2
+
+
+def _resumable(tiny_data: Path, log_dir: Path) -> list[str]:
+    """The run the killed-run tests kill, resume and compare."""
+    return [
+        *tiny_overrides(tiny_data, log_dir),
+        "model=mlp",
+        "model.dropout=0.2",  # random draws every step: the RNG state must come back too
+        "trainer.max_epochs=4",
+        "trainer.deterministic=true",
+        "plots.enabled=false",
+    ]
+
+
+@pytest.fixture(scope="module")
+def whole_run(
+    tiny_data: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Callable[[tuple[str, ...]], Path]:
+    """The uninterrupted run a killed one must end like, by its checkpoint overrides (its
+    metrics.json): trained once per module, in this process, for the tests that share it."""
+    runs: dict[tuple[str, ...], Path] = {}
+
+    def whole(steps: tuple[str, ...]) -> Path:
+        if steps not in runs:
+            log_dir = tmp_path_factory.mktemp("whole")
+            train_here(*_resumable(tiny_data, log_dir), *steps, output_dir=log_dir / "run")
+            runs[steps] = log_dir / "run" / "metrics.json"
+        return runs[steps]
+
+    return whole
 
 
 @pytest.mark.parametrize(
@@ -443,28 +486,21 @@ def test_a_stopped_run_saves_last_ckpt_and_says_how_to_resume(
     ids=["after-an-epoch", "mid-epoch", "sigterm-mid-epoch"],
 )
 def test_a_killed_run_resumes_in_its_folder_to_the_same_result(
-    tiny_data: Path, tmp_path: Path, when: list[str], saved: tuple[str, int] | None
+    tiny_data: Path,
+    tmp_path: Path,
+    whole_run: Callable[[tuple[str, ...]], Path],
+    when: list[str],
+    saved: tuple[str, int] | None,
 ) -> None:
-    def overrides(log_dir: Path) -> list[str]:
-        return [
-            *tiny_overrides(tiny_data, log_dir),
-            "model=mlp",
-            "model.dropout=0.2",  # random draws every step: the RNG state must come back too
-            "trainer.max_epochs=4",
-            "trainer.deterministic=true",
-            "plots.enabled=false",
-        ]
-
-    steps = [o for o in when if "every_n_train_steps" in o]  # checkpoints do not change training
-    train_here(*overrides(tmp_path / "whole"), *steps, output_dir=tmp_path / "whole" / "run")
-    whole = tmp_path / "whole" / "run" / "metrics.json"
+    # checkpoints do not change training: one uninterrupted run per checkpoint schedule
+    whole = whole_run(tuple(o for o in when if "every_n_train_steps" in o))
 
     marker = tmp_path / "killed-once"
     sigterm = "+callbacks.killer.signum=15" in when
     killer = "tests.test_resume.TermAt" if sigterm else "tests.faults.KillAt"
     proc = run_cli(
         "train.py",
-        *overrides(tmp_path / "killed"),
+        *_resumable(tiny_data, tmp_path / "killed"),
         f"+callbacks.killer._target_={killer}",
         f"+callbacks.killer.marker={marker}",
         *[o for o in when if "signum" not in o],
@@ -482,7 +518,8 @@ def test_a_killed_run_resumes_in_its_folder_to_the_same_result(
     kept = [o for o in yaml.safe_load(saved_overrides.read_text()) if "killer" not in o]
     saved_overrides.write_text(yaml.safe_dump(kept))
 
-    run_cli("train.py", f"resume={run_dir}")
+    # `resume=<run dir>` in this process (the command line's resume: the stopped-run test)
+    resume_here(run_dir)
     assert [p.parent for p in (tmp_path / "killed").glob("*/*/metrics.json")] == [run_dir]
     expected, resumed = (json.loads(p.read_text()) for p in (whole, run_dir / "metrics.json"))
     assert resumed["status"] == "ok" and resumed["epochs"] == expected["epochs"] == 4

