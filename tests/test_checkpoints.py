@@ -15,6 +15,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -72,6 +73,43 @@ def test_a_full_disk_keeps_the_previous_checkpoint(
     assert isinstance(cause, OSError) and cause.errno == errno.ENOSPC
     assert _holds_one_write(last) == 1
     assert [p.name for p in small_disk.iterdir()] == ["last.ckpt"]  # no temp file left
+
+
+def test_ctrl_c_inside_torch_save_is_an_interrupt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A KeyboardInterrupt raised by a write inside torch.save reaches Lightning as one (torch's
+    zip writer then fails closing, and its RuntimeError made the run a crash, not interrupted)."""
+    import io
+    from contextlib import contextmanager
+
+    from mnistapp.training import checkpoints
+
+    class InterruptedFile(io.RawIOBase):
+        def __init__(self, f: Any) -> None:
+            self.f, self.writes = f, 0
+
+        def writable(self) -> bool:
+            return True
+
+        def write(self, data: Any) -> int:
+            self.writes += 1
+            if self.writes == 3:  # Ctrl-C's handler raises while a tensor is being written
+                raise KeyboardInterrupt
+            return self.f.write(data)
+
+    @contextmanager
+    def interrupted_open(path: Path) -> Iterator[Any]:
+        with atomic_open(path) as f:
+            yield InterruptedFile(f)
+
+    last = tmp_path / "last.ckpt"
+    AtomicCheckpointIO().save_checkpoint(_checkpoint(1, 1000), last)
+    monkeypatch.setattr(checkpoints, "atomic_open", interrupted_open)
+    with pytest.raises(KeyboardInterrupt):
+        AtomicCheckpointIO().save_checkpoint(_checkpoint(2, 100_000), last)
+    assert _holds_one_write(last) == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # no temp file left
 
 
 def test_lightnings_own_save_truncates_across_filesystems(

@@ -11,6 +11,7 @@ import json
 import logging
 import socket
 import struct
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -49,8 +50,18 @@ def read_records(path: Path) -> Iterator[Any]:
             yield record
 
 
-def read_run(run_dir: Path) -> dict[str, Any]:
-    """The run's group, name, tags, config, history keys and summary from its ``.wandb`` file."""
+def read_run(run_dir: Path, wait_s: float = 30) -> dict[str, Any]:
+    """The run's group, name, tags, config, history keys and summary from its ``.wandb`` file.
+
+    W&B's service process writes the file: under load its run record has been seen to land
+    after ``wandb.finish`` returned (KeyError 'id' once in a loaded suite), so wait for it."""
+    deadline = time.monotonic() + wait_s
+    while "id" not in (run := _read_run(run_dir)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return run
+
+
+def _read_run(run_dir: Path) -> dict[str, Any]:
     (path,) = run_dir.glob("run-*.wandb")
     run: dict[str, Any] = {"config": {}, "history": set(), "summary": {}, "artifacts": []}
     run["charts"], run["captions"] = {}, {}

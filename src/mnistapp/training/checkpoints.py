@@ -64,8 +64,15 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         """Save ``checkpoint`` to ``path`` atomically."""
         if storage_options is not None:
             return super().save_checkpoint(checkpoint, path, storage_options)
-        with atomic_open(Path(path)) as f:
-            torch.save(checkpoint, f)
+        try:
+            with atomic_open(Path(path)) as f:
+                torch.save(checkpoint, f)
+        except RuntimeError as err:
+            # Ctrl-C inside a write: torch's zip writer fails closing and hides the interrupt,
+            # which must stop the run as one (test_ctrl_c_inside_torch_save_is_an_interrupt)
+            if isinstance(err.__context__, KeyboardInterrupt):
+                raise err.__context__ from None
+            raise
 
 
 def _describe(err: BaseException) -> str:
