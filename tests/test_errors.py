@@ -249,7 +249,8 @@ def test_a_bad_search_storage_is_one_line(tmp_path: Path) -> None:
 
 
 def test_ddp_with_too_few_validation_batches_is_one_line(tiny_data: Path, tmp_path: Path) -> None:
-    """debug=limit keeps a fraction of the batches: under DDP each rank has too few."""
+    """debug=limit keeps 0.2 of the one validation batch of the tiny data, which Lightning refuses:
+    under DDP too that is one line, not a traceback from each rank."""
     line = _refused(
         "train.py", *tiny_overrides(tiny_data, tmp_path), "model=mlp", "trainer=ddp_cpu",
         "debug=limit",
