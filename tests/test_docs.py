@@ -226,6 +226,11 @@ def _check(
         schema.check(compose(f"experiment={ran[0]}", *tiny_overrides(data, log_dir), *FIXED))
         return
     args = [a for a in args if a not in ("-m", "--cfg", "job", "--help")]
+    for arg in args:  # the user's checkpoint the command names: the schema asks that it exists
+        if arg.startswith("ckpt_path="):
+            ckpt = Path(arg.partition("=")[2])
+            ckpt.parent.mkdir(parents=True, exist_ok=True)
+            ckpt.touch()
     extra = [*tiny_overrides(data, log_dir), *FIXED] if name == "train" else []
     cfg = compose(*_first(args), *extra, config_name=CONFIGS[name])
     params = cfg.hydra.sweeper.get("params") or {}

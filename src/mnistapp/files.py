@@ -50,3 +50,16 @@ def atomic_write(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically (:func:`atomic_open`)."""
     with atomic_open(path) as f:
         f.write(data)
+
+
+def checkpoint_file(path: object) -> Path:
+    """The checkpoint file ``path`` names, or one line saying why there is none. Light, so the
+    entry points ask it before torch is imported (``cli.schema``) and the loader asks it again."""
+    from mnistapp.errors import CheckpointError
+
+    if not path:
+        raise CheckpointError("no checkpoint given: add ckpt_path=<file>")
+    path = Path(str(path)).expanduser()
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint file at {path}")
+    return path

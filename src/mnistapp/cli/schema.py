@@ -18,7 +18,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from mnistapp.errors import ConfigError, fail
+from mnistapp.errors import CheckpointError, ConfigError, fail
+from mnistapp.files import checkpoint_file
 
 
 @dataclass(frozen=True)
@@ -105,7 +106,8 @@ RULES: dict[str, dict[str, Rule]] = {
 
 
 def check(cfg: DictConfig) -> None:
-    """Raise :class:`ConfigError` for the first value of ``cfg`` that breaks its rule."""
+    """Raise :class:`ConfigError` for the first value of ``cfg`` that breaks its rule
+    (:class:`CheckpointError` for a ``ckpt_path`` that names no file)."""
     absent = object()
     for key, rule in RULES.get(str(cfg.get("task_name")), {}).items():
         value = OmegaConf.select(cfg, key, default=absent)
@@ -114,6 +116,9 @@ def check(cfg: DictConfig) -> None:
     betas = OmegaConf.select(cfg, "optimizer.betas")
     if betas is not None and not (len(betas) == 2 and all(FRACTION.accepts(b) for b in betas)):
         raise ConfigError(f"optimizer.betas must be two numbers in [0, 1] (got {list(betas)})")
+    # a missing checkpoint is answered before torch is imported, not 5 s later by the loader
+    if cfg.get("ckpt_path") or cfg.get("task_name") in ("eval", "predict", "export"):
+        checkpoint_file(cfg.get("ckpt_path"))
     check_devices(cfg)
 
 
@@ -167,7 +172,7 @@ class Preflight(Callback):
             if os.environ.get("LOCAL_RANK", "0") != "0" or srun_tasks > 1:
                 return
             self._claim(Path(str(OmegaConf.select(config, "hydra.run.dir"))).expanduser(), config)
-        except ConfigError as err:
+        except (ConfigError, CheckpointError) as err:
             fail(str(config.get("task_name", "run")), err)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:

@@ -18,7 +18,7 @@ from torch import nn
 from mnistapp import models
 from mnistapp.data.transforms import normalize
 from mnistapp.errors import CheckpointError
-from mnistapp.files import atomic_open
+from mnistapp.files import atomic_open, checkpoint_file
 from mnistapp.training.module import Classifier
 
 log = logging.getLogger(__name__)
@@ -82,11 +82,7 @@ def _describe(err: BaseException) -> str:
 
 def load_checkpoint(path: str | Path | None) -> dict[str, Any]:
     """Load a Lightning checkpoint onto the CPU without running any code stored in it."""
-    if not path:
-        raise CheckpointError("no checkpoint given: add ckpt_path=<file>")
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise CheckpointError(f"no checkpoint file at {path}")
+    path = checkpoint_file(path)
     with open(path, "rb") as f:
         head = f.read(2)
     # torch.save writes a zip archive (before torch 1.6: a pickle, which opens with PROTO 0x80)
