@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
+import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -100,6 +102,26 @@ def run_module(
 ) -> subprocess.CompletedProcess[str]:
     """Run ``python -m <module> args...`` from the repository (``env`` added)."""
     return _run_python(["-m", module, *args], timeout, check, env)
+
+
+def run_script(script: str, *args: str, capsys: Any, monkeypatch: Any) -> str:
+    """``python <script> args...`` as ``__main__`` in this process (torch and Lightning are
+    imported already): its stdout. What a script changes for its process (``sys.argv``,
+    ``sys.path``, Lightning's log level, torch's threads) is put back afterwards."""
+    import torch
+
+    monkeypatch.setattr(sys, "argv", [str(ROOT / script), *args])
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")]
+    levels, threads = [logger.level for logger in loggers], torch.get_num_threads()
+    capsys.readouterr()
+    try:
+        runpy.run_path(str(ROOT / script), run_name="__main__")
+    finally:
+        torch.set_num_threads(threads)
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+    return capsys.readouterr().out
 
 
 def train_here(*overrides: str, output_dir: Path) -> dict[str, Any]:

@@ -1,47 +1,17 @@
 """The benchmarks run end to end on tiny inputs and report what they measured: each script as
-``__main__`` in the test's process (:func:`run_script`), which has torch and Lightning imported."""
+``__main__`` in the test's process (``helpers.run_script``), which has torch imported already."""
 
 from __future__ import annotations
 
 import json
-import logging
 import math
-import runpy
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import ROOT, write_idx_dataset
+from tests.helpers import run_script, write_idx_dataset
 
 PIPELINES = ("hand", "app", "app_nometrics", "torchvision")
-LIGHTNING_LOGGERS = ("lightning.pytorch", "lightning.fabric")
-
-
-def run_script(
-    script: str, *args: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> str:
-    """``OMP_NUM_THREADS=1 python <script> args...``, run as ``__main__`` in this process: its
-    stdout. The whole script, ``main`` and its argument parsing, without importing torch and
-    Lightning again in a new interpreter. One torch thread, as the variable would give: on a CPU
-    shared with other tests, threads that wait on each other cost many times the work. What the
-    script changes for its process (``sys.argv``, ``sys.path``, Lightning's log level, torch's
-    threads) is put back afterwards."""
-    import torch
-
-    monkeypatch.setattr(sys, "argv", [str(ROOT / script), *args])
-    monkeypatch.setattr(sys, "path", list(sys.path))
-    levels = {name: logging.getLogger(name).level for name in LIGHTNING_LOGGERS}
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    capsys.readouterr()
-    try:
-        runpy.run_path(str(ROOT / script), run_name="__main__")
-    finally:
-        torch.set_num_threads(threads)
-        for name, level in levels.items():
-            logging.getLogger(name).setLevel(level)
-    return capsys.readouterr().out
 
 
 def test_overhead_benchmark_times_every_pipeline(

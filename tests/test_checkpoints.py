@@ -154,10 +154,12 @@ def test_newest_loadable_skips_a_broken_checkpoint(tmp_path: Path) -> None:
     AtomicCheckpointIO().save_checkpoint(_checkpoint(1, 10), older)
     newer.write_bytes(older.read_bytes()[:100])  # truncated
     os.utime(older, (1, 1))
-    path, checkpoint = newest_loadable(tmp_path)
-    assert path == older and checkpoint["value"] == 1
+    path, problems = newest_loadable(tmp_path)
+    assert path == older and load_checkpoint(path)["value"] == 1
+    assert len(problems) == 1 and problems[0].startswith(f"{newer} is not a PyTorch checkpoint")
     older.write_bytes(b"not a checkpoint")
-    assert newest_loadable(tmp_path) is None
+    path, problems = newest_loadable(tmp_path)
+    assert path is None and len(problems) == 2
 
 
 @pytest.mark.parametrize(

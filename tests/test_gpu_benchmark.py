@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers import compose, tiny_overrides
-from tests.test_benchmarks import run_script
+from tests.helpers import compose, run_script, tiny_overrides
 
 SECTIONS = ("a_overhead", "b_speedrun", "c_precision", "d_channels_last", "e_compile", "f_ddp")
 # a number each measured row of a section must carry

@@ -270,19 +270,14 @@ def _latest_run(log_dir: Path) -> Path:
 
 def _loadable(run_dir: Path) -> Path:
     """The newest checkpoint of ``run_dir`` that loads; saying so when it is not the newest."""
-    from mnistapp.training.checkpoints import load_checkpoint
+    from mnistapp.training.checkpoints import newest_loadable
 
-    problems = []
-    for ckpt in sorted(run_dir.glob("checkpoints/*.ckpt"), key=lambda p: -p.stat().st_mtime):
-        try:
-            load_checkpoint(ckpt)
-        except CheckpointError as err:
-            problems.append(str(err))
-            continue
-        if problems:
-            print(f"train: {problems[0]}; resuming from {ckpt}", file=sys.stderr, flush=True)
-        return ckpt
-    raise CheckpointError(f"no checkpoint of {run_dir} loads: {problems[0]}")
+    ckpt, problems = newest_loadable(run_dir / "checkpoints")
+    if ckpt is None:
+        raise CheckpointError(f"no checkpoint of {run_dir} loads: {problems[0]}")
+    if problems:
+        print(f"train: {problems[0]}; resuming from {ckpt}", file=sys.stderr, flush=True)
+    return ckpt
 
 
 def _main() -> Any:

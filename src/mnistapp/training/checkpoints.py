@@ -104,15 +104,18 @@ def load_checkpoint(path: str | Path | None) -> dict[str, Any]:
     return checkpoint
 
 
-def newest_loadable(folder: str | Path) -> tuple[Path, dict[str, Any]] | None:
-    """The newest ``*.ckpt`` in ``folder`` that loads, with its contents; None if none does."""
-    paths = sorted(Path(folder).glob("*.ckpt"), key=lambda p: p.stat().st_mtime, reverse=True)
-    for path in paths:
+def newest_loadable(folder: str | Path) -> tuple[Path | None, list[str]]:
+    """The newest ``*.ckpt`` in ``folder`` that loads (None when none does), and why each newer
+    one does not."""
+    problems = []
+    for path in sorted(Path(folder).glob("*.ckpt"), key=lambda p: -p.stat().st_mtime):
         try:
-            return path, load_checkpoint(path)
+            load_checkpoint(path)
         except CheckpointError as err:
-            log.warning("Skipping a checkpoint that does not load: %s", err)
-    return None
+            problems.append(str(err))
+            continue
+        return path, problems
+    return None, problems
 
 
 def build_net(net_config: Mapping[str, Any]) -> nn.Module:
