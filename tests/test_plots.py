@@ -12,13 +12,15 @@ import pytest
 from mnistapp.reporting import plots
 from tests.helpers import PNG_SIGNATURE, ROOT, assert_png
 
-# A Lightning CSVLogger file: lr rows without an epoch, train and val on separate rows, and the
-# test row logged after the last epoch.
+# A Lightning CSVLogger file: lr rows without an epoch, train/loss step points (alone on their
+# row), train and val on separate rows, and the test row logged after the last epoch.
 METRICS_CSV = """epoch,lr-SGD,step,test/acc,test/f1,test/loss,train/f1,train/loss,val/f1,val/loss
 ,0.05,0,,,,,,,
+0,,7,,,,,2.50,,
 0,,15,,,,,,0.80,1.30
 0,,15,,,,0.40,2.10,,
 ,0.05,16,,,,,,,
+1,,23,,,,,1.20,,
 1,,31,,,,,,0.95,0.20
 1,,31,,,,0.90,0.50,,
 2,,32,0.96,0.96,0.15,,,,
@@ -32,6 +34,8 @@ def test_read_history_merges_rows_per_epoch_and_drops_test(tmp_path: Path) -> No
     assert history["epoch"] == [0.0, 1.0]
     assert history["val/f1"] == [0.80, 0.95] and history["train/loss"] == [2.10, 0.50]
     assert not any(k.startswith("test/") or k.startswith("lr") for k in history)
+    # the step points, at epochs done (16 steps an epoch)
+    assert history["step/epochs"] == [0.5, 1.5] and history["step/train/loss"] == [2.50, 1.20]
 
 
 def test_every_figure_is_a_png(tmp_path: Path) -> None:

@@ -41,26 +41,40 @@ def save_figure(fig: Figure, path: str | Path) -> Path:
 
 
 def read_history(csv_path: str | Path) -> dict[str, list[float]]:
-    """Per-epoch values from a Lightning ``CSVLogger`` file: ``{"epoch": [...], "val/f1": [...]}``.
+    """Per-epoch values from a Lightning ``CSVLogger`` file: ``{"epoch": [...], "val/f1": [...]}``,
+    and the step points of ``train/loss`` as ``step/epochs`` (epochs done) and ``step/train/loss``.
 
     Lightning writes train and val metrics on separate rows of an epoch: merged here (the last
     value wins); test rows are left out; missing values are NaN.
     """
     by_epoch: dict[int, dict[str, float]] = {}
+    steps: list[tuple[float, float]] = []
+    steps_per_epoch = None
     with open(csv_path, newline="") as f:
         for row in csv.DictReader(f):
             values = {k: float(v) for k, v in row.items() if v and k.split("/")[0] in CURVE_STAGES}
             if row.get("epoch") and values:
                 by_epoch.setdefault(int(float(row["epoch"])), {}).update(values)
+            if row.get("train/loss") and row.get("step"):
+                step = float(row["step"]) + 1
+                # a step point carries train/loss alone; an epoch's row also train/f1
+                if not row.get("train/f1"):
+                    steps.append((step, float(row["train/loss"])))
+                elif steps_per_epoch is None:
+                    steps_per_epoch = step / (int(float(row["epoch"])) + 1)
     epochs = sorted(by_epoch)
     keys = sorted({k for values in by_epoch.values() for k in values})
     history = {"epoch": [float(e) for e in epochs]}
     history.update({k: [by_epoch[e].get(k, math.nan) for e in epochs] for k in keys})
+    if steps and steps_per_epoch:
+        history["step/epochs"] = [step / steps_per_epoch for step, _ in steps]
+        history["step/train/loss"] = [loss for _, loss in steps]
     return history
 
 
 def curves_figure(history: Mapping[str, Sequence[float]]) -> Figure:
-    """Train and validation loss and macro F1 per epoch (epochs counted from 1)."""
+    """Train and validation loss and macro F1 per epoch (epochs counted from 1), and the training
+    loss's step points when the history has them."""
     fig = Figure(figsize=(10, 4), layout="constrained")
     epochs = np.asarray(history.get("epoch", []), dtype=float) + 1
     for ax, (metric, label) in zip(fig.subplots(1, 2), CURVE_METRICS, strict=True):
@@ -74,6 +88,10 @@ def curves_figure(history: Mapping[str, Sequence[float]]) -> Figure:
             # whole epochs only, and some room either side when there are just one or two
             ax.xaxis.get_major_locator().set_params(integer=True)
             ax.set_xlim(epochs.min() - 0.25, epochs.max() + 0.25)
+        if metric == "loss" and history.get("step/epochs"):
+            x, y = history["step/epochs"], history["step/train/loss"]
+            ax.plot(x, y, lw=1, alpha=0.6, label="train (per step)")
+            ax.set_xlim(0, ax.get_xlim()[1])
         if ax.get_legend_handles_labels()[0]:
             ax.legend()
     fig.suptitle("Training curves")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import csv
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -166,19 +165,7 @@ class FigureWriter(Callback):
         if path is None or not path.is_file():
             log.info("No CSV metrics to plot training curves from; skipping curves.png")
             return None
-        fig = curves_figure(read_history(path))
-        with open(path, newline="") as f:
-            rows = [r for r in csv.DictReader(f) if r.get("train/loss")]
-        # step rows carry train/loss alone; an epoch's row also train/f1
-        steps = [(float(r["step"]) + 1, float(r["train/loss"])) for r in rows if not r["train/f1"]]
-        per_epoch = [(float(r["step"]) + 1) / (int(r["epoch"]) + 1) for r in rows if r["train/f1"]]
-        if steps and per_epoch:
-            ax = fig.axes[0]  # the loss panel, x in epochs done
-            x, y = zip(*steps, strict=True)
-            ax.plot([s / per_epoch[0] for s in x], y, lw=1, alpha=0.6, label="train (per step)")
-            ax.set_xlim(0, ax.get_xlim()[1])
-            ax.legend()
-        return fig
+        return curves_figure(read_history(path))
 
     def _kernels(self, pl_module: L.LightningModule) -> Any:
         from mnistapp.reporting.plots import kernels_figure
