@@ -230,6 +230,13 @@ def test_dropout_is_absent_when_zero_and_placed_when_set() -> None:
         (Conv10k, {"image_size": 16}, "image_size=16.* below 1x1 at the classifier"),
         (SeparableCNN, {"in_channels": 0}, "in_channels must be an integer >= 1"),
         (InceptionCNN, {"num_classes": 0}, "num_classes must be an integer >= 1"),
+        (SeparableNet, {"padding": "full"}, "padding must be one of"),
+        (SeparableNet, {"pools": -1}, "pools must be an integer >= 0"),
+        (
+            SeparableNet,
+            {"pools": 0, "padding": "valid", "channels": [8] * 14},
+            "below 1x1 at stage 14",
+        ),
     ],
     ids=lambda v: v.__name__ if isinstance(v, type) else None,
 )
@@ -274,6 +281,14 @@ def test_pareto_models_fit_their_budgets(experiment: str, budget: int) -> None:
     from mnistapp.reporting.reproduction import load_claims
 
     assert budget in {point.published_params for point in load_claims([experiment])}
+
+
+def test_separable_net_pools_only_its_first_stages() -> None:
+    # pareto_841's shape: one pool after the stem, then valid-padded stages 14 -> 12 -> 10 -> 8 -> 6
+    net = SeparableNet(width=6, stem=6, channels=[6, 9, 9, 9], pools=1, padding="valid")
+    assert sum(isinstance(m, nn.MaxPool2d) for m in net.modules()) == 1
+    assert net.body[:-2](torch.zeros(2, 1, 28, 28)).shape == (2, 9, 6, 6)
+    assert sum(isinstance(m, nn.MaxPool2d) for m in SeparableNet(channels=[8, 8]).modules()) == 2
 
 
 def test_pareto_baseline_is_the_baseline_architecture() -> None:

@@ -84,9 +84,10 @@ class InceptionCNN(ZooModel):
 
 
 class SeparableNet(ZooModel):
-    """Conv3 stem -> per ``channels`` entry, MaxPool and ``blocks`` x [Sep3 BN act] -> GAP -> FC.
+    """Conv3 stem -> per ``channels`` entry, [MaxPool] and ``blocks`` x [Sep3 BN act] -> GAP -> FC.
 
     ``experiment=pareto_*``; ``width / stem`` scales every channel count; convs carry no bias.
+    ``pools``: how many stages (the first ones) start with a 2x2 max pool; all when None.
     """
 
     def __init__(
@@ -95,6 +96,8 @@ class SeparableNet(ZooModel):
         stem: int = 8,
         channels: Sequence[int] = (16, 24),
         blocks: int = 1,
+        pools: int | None = None,
+        padding: str = "same",
         activation: str = "relu",
         **io: int,
     ) -> None:
@@ -103,14 +106,22 @@ class SeparableNet(ZooModel):
         check_int("blocks", blocks)
         if not channels:
             raise ValueError("channels must list at least one stage, got []")
-        stack, same_bn = ConvStack(self), {"padding": "same", "batch_norm": True}
+        pools = len(channels) if pools is None else check_int("pools", pools, low=0)
+        stack = ConvStack(self)
         stem_conv = [nn.Conv2d(self.in_channels, width, 3, padding=1, bias=False)]
-        stack.conv(width, 3, activation, modules=stem_conv, where="the stem conv", **same_bn)
+        where = "the stem conv"
+        stack.conv(
+            width, 3, activation, modules=stem_conv, where=where, padding="same", batch_norm=True
+        )
         for stage, size in enumerate((max(1, round(c * scale)) for c in channels), start=1):
-            stack.pool(where=f"the pool before stage {stage}")
+            if stage <= pools:
+                stack.pool(where=f"the pool before stage {stage}")
             for block in range(1, blocks + 1):
-                sep = [*SeparableConv2d(stack.channels, size, 3, padding=1, bias=False)]
+                pad = 1 if padding == "same" else 0  # ConvStack.conv refuses any other padding
+                sep = [*SeparableConv2d(stack.channels, size, 3, padding=pad, bias=False)]
                 where = f"stage {stage}, block {block}"
-                stack.conv(size, 3, activation, modules=sep, where=where, **same_bn)
+                stack.conv(
+                    size, 3, activation, modules=sep, where=where, padding=padding, batch_norm=True
+                )
         self.body = nn.Sequential(*stack.layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.head = nn.Linear(stack.channels, self.num_classes)
