@@ -130,6 +130,11 @@ def test_bad_values_are_refused_before_the_run_folder(
         ),
         ("ckpt_path=/nowhere.ckpt", "train: error: no checkpoint file at /nowhere.ckpt"),
         (
+            "model=pareto model.padding=full",
+            "train: error: model: padding must be one of ['same', 'valid'], got 'full'",
+        ),
+        ("model=pareto model.pools=-1", "train: error: model: pools must be an integer >= 0"),
+        (
             "data.augment={shear:3}",
             "train: error: data: data.augment.shear is not a setting; data.augment takes degrees,",
         ),

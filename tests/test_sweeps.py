@@ -318,7 +318,8 @@ def test_planned_jobs_that_never_started_are_interrupted_with_one_resume_command
 ) -> None:
     task = ["model=mlp", "model.width=8,16", "seed=1,2"]
     hydra = {"sweeper": {"_target_": "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"}}
-    hydra["overrides"] = {"task": task, "hydra": ["hydra.mode=MULTIRUN", "hydra/launcher=joblib"]}
+    launched = ["hydra.mode=MULTIRUN", "hydra/launcher=joblib", f"hydra.sweep.dir={tmp_path}"]
+    hydra["overrides"] = {"task": task, "hydra": launched}
     (tmp_path / "multirun.yaml").write_text(yaml.safe_dump({"hydra": hydra}))
     ok = {"status": "ok", "params_total": 100, "test/f1": 0.5, "val/f1_best": 0.5}
     fake_job(tmp_path, 0, ["model=mlp", "model.width=8", "seed=1"], ok)

@@ -107,6 +107,7 @@ class SeparableNet(ZooModel):
         if not channels:
             raise ValueError("channels must list at least one stage, got []")
         pools = len(channels) if pools is None else check_int("pools", pools, low=0)
+        pad = 1 if padding == "same" else 0  # ConvStack.conv refuses any other padding
         stack = ConvStack(self)
         stem_conv = [nn.Conv2d(self.in_channels, width, 3, padding=1, bias=False)]
         where = "the stem conv"
@@ -117,7 +118,6 @@ class SeparableNet(ZooModel):
             if stage <= pools:
                 stack.pool(where=f"the pool before stage {stage}")
             for block in range(1, blocks + 1):
-                pad = 1 if padding == "same" else 0  # ConvStack.conv refuses any other padding
                 sep = [*SeparableConv2d(stack.channels, size, 3, padding=pad, bias=False)]
                 where = f"stage {stage}, block {block}"
                 stack.conv(

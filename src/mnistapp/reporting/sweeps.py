@@ -188,7 +188,12 @@ def resume_command(summary: Summary) -> str | None:
     launched = _launched(summary.sweep_dir)
     if not launched or not summary.having("interrupted"):
         return None
-    hydra = [o for o in launched["overrides"]["hydra"] if not o.startswith("hydra.mode=")]
+    # the mode and the folder are this command's own (the folder: the one summarised here)
+    hydra = [
+        o
+        for o in launched["overrides"]["hydra"]
+        if not o.startswith(("hydra.mode=", "hydra.sweep.dir="))
+    ]
     return shlex.join(
         ["python", "train.py", "-m", *launched["overrides"]["task"], *hydra]
         + [f"hydra.sweep.dir={summary.sweep_dir}", "hydra/sweeper=resume"]
