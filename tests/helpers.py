@@ -107,13 +107,16 @@ def run_module(
 def run_script(script: str, *args: str, capsys: Any, monkeypatch: Any) -> str:
     """``python <script> args...`` as ``__main__`` in this process (torch and Lightning are
     imported already): its stdout. What a script changes for its process (``sys.argv``,
-    ``sys.path``, Lightning's log level, torch's threads) is put back afterwards."""
+    ``sys.path``, log levels and the root logger's handlers, which Hydra points at this test's
+    captured output, torch's threads) is put back afterwards."""
     import torch
 
     monkeypatch.setattr(sys, "argv", [str(ROOT / script), *args])
     monkeypatch.setattr(sys, "path", list(sys.path))
-    loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")]
-    levels, threads = [logger.level for logger in loggers], torch.get_num_threads()
+    root = logging.getLogger()
+    loggers = [root, *map(logging.getLogger, ("lightning.pytorch", "lightning.fabric"))]
+    levels, handlers = [logger.level for logger in loggers], list(root.handlers)
+    threads = torch.get_num_threads()
     capsys.readouterr()
     try:
         runpy.run_path(str(ROOT / script), run_name="__main__")
@@ -121,6 +124,9 @@ def run_script(script: str, *args: str, capsys: Any, monkeypatch: Any) -> str:
         torch.set_num_threads(threads)
         for logger, level in zip(loggers, levels, strict=True):
             logger.setLevel(level)
+        for handler in set(root.handlers) - set(handlers):
+            handler.close()  # Hydra's: the run's log file, and a stream that is closed next
+        root.handlers[:] = handlers
     return capsys.readouterr().out
 
 

@@ -25,6 +25,7 @@ from tests.helpers import (
     resume_here,
     run_cli,
     run_module,
+    run_script,
     tiny_overrides,
     train_here,
 )
@@ -390,18 +391,25 @@ def test_a_diverging_run_stops_with_epoch_step_and_loss(
     assert not list(metrics.parent.glob("checkpoints/*.ckpt"))  # stopped before any checkpoint
 
 
-def test_a_diverging_job_is_marked_and_the_sweep_goes_on(tiny_data: Path, tmp_path: Path) -> None:
-    proc = run_cli(
-        "train.py",
-        "-m",
-        *tiny_overrides(tiny_data, tmp_path),
-        "model=mlp",
-        "trainer.max_epochs=1",
-        "plots.enabled=false",
-        "optimizer.lr=1e9,0.05",
-        check=False,
-    )
-    assert proc.returncode == 1  # a job did not finish well
+def test_a_diverging_job_is_marked_and_the_sweep_goes_on(
+    tiny_data: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with pytest.raises(SystemExit) as stopped:  # in this process: the exit status 1 it gives
+        run_script(
+            "train.py",
+            "-m",
+            *tiny_overrides(tiny_data, tmp_path),
+            "model=mlp",
+            "trainer.max_epochs=1",
+            "plots.enabled=false",
+            "optimizer.lr=1e9,0.05",
+            capsys=capsys,
+            monkeypatch=monkeypatch,
+        )
+    assert "1 of 2 jobs failed" in str(stopped.value.code)  # a job did not finish well
     (sweep,) = tmp_path.glob("multirun/*/*")
     with (sweep / "summary.csv").open(newline="") as f:
         rows = {float(row["optimizer.lr"]): row for row in csv.DictReader(f)}

@@ -18,7 +18,7 @@ import yaml
 
 from mnistapp.cli.summarize import main as summarize_main
 from mnistapp.reporting.sweeps import mean_std, summarize, to_markdown
-from tests.helpers import ROOT, compose, fake_job, run_cli, tiny_overrides
+from tests.helpers import ROOT, compose, fake_job, run_cli, run_script, tiny_overrides
 
 # one epoch of a small MLP keeps each job to a second or two once torch is imported
 FAST = ("model=mlp", "trainer.max_epochs=1", "plots.enabled=false")
@@ -143,25 +143,32 @@ def test_a_failing_job_is_summarised_and_fails_the_exit_status(
 
 
 def test_optuna_search_survives_a_failed_trial_and_names_the_best(
-    tiny_data: Path, tmp_path: Path
+    tiny_data: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    proc = run_cli(
-        "train.py",  # no -m: hparams_search=optuna sets the multirun mode
-        "hparams_search=optuna",
-        "hydra.sweeper.n_trials=3",
-        *tiny_overrides(tiny_data, tmp_path),
-        *FAST,
-        # width 0 fails at once; the preset's fixed sampler seed draws it for trial 0
-        "model.width=choice(0,8,16)",
-        "optimizer.lr=tag(log, interval(0.001, 0.05))",
-        check=False,
-    )
+    # in this process; the exit status a failed job gives the command line:
+    # test_a_failing_job_is_summarised_and_fails_the_exit_status
+    with pytest.raises(SystemExit) as stopped:
+        run_script(
+            "train.py",  # no -m: hparams_search=optuna sets the multirun mode
+            "hparams_search=optuna",
+            "hydra.sweeper.n_trials=3",
+            *tiny_overrides(tiny_data, tmp_path),
+            *FAST,
+            # width 0 fails at once; the preset's fixed sampler seed draws it for trial 0
+            "model.width=choice(0,8,16)",
+            "optimizer.lr=tag(log, interval(0.001, 0.05))",
+            capsys=capsys,
+            monkeypatch=monkeypatch,
+        )
     sweep_dir = _sweep_dir(tmp_path)
     rows = _rows(sweep_dir)
     assert len(rows) == 3
     assert [row["status"] for row in rows] == ["failed", "ok", "ok"]
     assert rows[0]["model.width"] == "0" and "width must be" in rows[0]["error"]
-    assert proc.returncode == 1 and "1 of 3 jobs failed" in proc.stderr
+    assert "1 of 3 jobs failed" in str(stopped.value.code)  # exit status 1, this on stderr
     # every trial got a value for each searched parameter (data.batch_size is fixed above)
     summary = summarize(sweep_dir)
     assert {"optimizer.lr", "model.width"} <= set(summary.varying)

@@ -20,7 +20,7 @@ import pytest
 
 from mnistapp.cli.train import expand_resume
 from mnistapp.training import tracking
-from tests.helpers import run_cli, tiny_overrides, train_here
+from tests.helpers import run_script, tiny_overrides, train_here
 
 BLOCK = 32 * 1024  # the .wandb file is a LevelDB-style log of 32 KiB blocks
 FULL, FIRST, MIDDLE, LAST = 1, 2, 3, 4
@@ -208,9 +208,13 @@ def test_unreachable_server_is_a_warning_not_a_failure(
 
 
 def test_multirun_jobs_are_separate_runs_in_one_group(
-    tiny_data: Path, tmp_path: Path, wandb_env: dict[str, str]
+    tiny_data: Path,
+    tmp_path: Path,
+    wandb_env: dict[str, str],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    run_cli(
+    run_script(
         "train.py",
         "-m",
         "logger=wandb",
@@ -219,7 +223,8 @@ def test_multirun_jobs_are_separate_runs_in_one_group(
         "trainer.max_epochs=1",
         "test=false",
         "plots.enabled=false",
-        env=wandb_env,
+        capsys=capsys,
+        monkeypatch=monkeypatch,
     )
     runs = [read_run(d) for d in sorted(tmp_path.glob("multirun/*/*/*/wandb/offline-run-*"))]
     assert len(runs) == 2
