@@ -50,22 +50,31 @@ def read_records(path: Path) -> Iterator[Any]:
             yield record
 
 
-def read_run(run_dir: Path, wait_s: float = 30) -> dict[str, Any]:
-    """The run's group, name, tags, config, history keys and summary from its ``.wandb`` file.
+def finished_records(path: Path, wait_s: float = 30) -> list[Any]:
+    """The records of a ``.wandb`` file once it holds the run's exit record (or after ``wait_s``).
 
-    W&B's service process writes the file: under load its run record has been seen to land
-    after ``wandb.finish`` returned (KeyError 'id' once in a loaded suite), so wait for it."""
+    W&B's service process writes the file, and under load it has been read unfinished after
+    ``wandb.finish`` returned: once without its run record, once without its history."""
+    from google.protobuf.message import DecodeError
+
     deadline = time.monotonic() + wait_s
-    while "id" not in (run := _read_run(run_dir)) and time.monotonic() < deadline:
+    while True:
+        try:
+            records = list(read_records(path))
+        except DecodeError:  # a record half written
+            records = []
+        done = any(r.WhichOneof("record_type") == "exit" for r in records)
+        if done or time.monotonic() > deadline:
+            return records
         time.sleep(0.5)
-    return run
 
 
-def _read_run(run_dir: Path) -> dict[str, Any]:
+def read_run(run_dir: Path) -> dict[str, Any]:
+    """The run's group, name, tags, config, history keys and summary from its ``.wandb`` file."""
     (path,) = run_dir.glob("run-*.wandb")
     run: dict[str, Any] = {"config": {}, "history": set(), "summary": {}, "artifacts": []}
     run["charts"], run["captions"] = {}, {}
-    for record in read_records(path):
+    for record in finished_records(path):
         kind = record.WhichOneof("record_type")
         if kind == "run":
             run.update(group=record.run.run_group, name=record.run.display_name)
@@ -330,7 +339,7 @@ def test_step_curves_reach_the_offline_run(
     (path,) = run_dir.glob("run-*.wandb")
     rows = [
         {item.key or "/".join(item.nested_key) for item in record.history.item}
-        for record in read_records(path)
+        for record in finished_records(path)
         if record.WhichOneof("record_type") == "history"
     ]
     # a step point holds train/loss without the epoch figures (train/f1)
